@@ -1,0 +1,70 @@
+# Kiln build. `make` builds everything; `make test` runs the whole suite
+# against private MariaDB and nginx instances; `make demo` brings up the stack.
+
+PKGS      := json-c libcurl libarchive
+CC        ?= gcc
+OPT       ?= -O2
+CFLAGS    ?= $(OPT) -g
+KILN_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wformat=2 \
+	-Wno-missing-field-initializers -fno-strict-aliasing \
+	-Iinclude $(shell pkg-config --cflags $(PKGS) libmariadb) \
+	-include include/compat.h -D_GNU_SOURCE
+LDLIBS    := $(shell pkg-config --libs $(PKGS) libmariadb) -lfcgi -lpthread
+BUILD     ?= build
+
+LIB_SRC   := $(wildcard src/*.c)
+LIB_OBJ   := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
+CMD_SRC   := $(wildcard src/cmd/*.c)
+BINS      := $(CMD_SRC:src/cmd/%.c=$(BUILD)/bin/%)
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
+
+.PHONY: all unit-bins test demo stop asan fuzz bench soak lint clean
+all: $(BINS) $(UNIT_BINS)
+unit-bins: $(UNIT_BINS)
+
+$(BUILD)/obj/%.o: src/%.c $(wildcard include/*.h) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(KILN_CFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/libkiln.a: $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/bin/%: src/cmd/%.c $(BUILD)/libkiln.a
+	@mkdir -p $(dir $@)
+	$(CC) $(KILN_CFLAGS) $(CFLAGS) -o $@ $< $(BUILD)/libkiln.a $(LDLIBS) $(LDFLAGS)
+
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/harness.h $(BUILD)/libkiln.a
+	@mkdir -p $(dir $@)
+	$(CC) $(KILN_CFLAGS) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libkiln.a $(LDLIBS) $(LDFLAGS)
+
+# The whole suite: unit tests, then integration tests against a private stack.
+test: all
+	tools/run-tests $(BUILD)
+
+# AddressSanitizer + UndefinedBehaviorSanitizer build, whole suite.
+asan:
+	$(MAKE) BUILD=build-asan CC=clang \
+	  CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
+	  LDFLAGS="-fsanitize=address,undefined" test
+
+fuzz:
+	tools/run-fuzz $(BUILD) $${FUZZ_SECONDS:-60}
+
+demo: all
+	tools/demo start
+
+stop:
+	tools/demo stop
+
+bench: all
+	tools/bench/run-bench $(BUILD)
+
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
+	  --inline-suppr -Iinclude --suppress=missingIncludeSystem src tests/unit
+
+clean:
+	rm -rf build build-asan build-fuzz

@@ -1,0 +1,35 @@
+/*
+ * fileutil.h - files written so that a crash never leaves half a file.
+ *
+ *   file_write_atomic(at)   temp file beside the target, write, fsync, rename,
+ *                           fsync the directory (git's lockfile discipline)
+ *   file_read_capped        read a whole file into a strbuf, refusing files
+ *                           larger than a cap
+ *   mkdir_p / rm_rf         create a path's folders / remove a tree
+ *                           (never follows symlinks)
+ *   fsync_dir
+ */
+#ifndef KILN_FILEUTIL_H
+#define KILN_FILEUTIL_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+struct strbuf;
+
+/* dirfd may be AT_FDCWD. name is relative to dirfd (may contain '/').
+ * Returns 0 or -errno. */
+int file_write_atomic_at(int dirfd, const char *name, const void *data,
+			 size_t len, mode_t mode);
+int file_write_atomic(const char *path, const void *data, size_t len,
+		      mode_t mode);
+/* Returns 0, -EFBIG past the cap, or -errno. */
+int file_read_capped(const char *path, size_t cap, struct strbuf *out);
+int file_read_capped_at(int dirfd, const char *name, size_t cap,
+			struct strbuf *out);
+int mkdir_p(const char *path, mode_t mode);
+int rm_rf(const char *path);
+int fsync_dir(const char *dirpath);
+int fsync_parent_dir(const char *path);
+
+#endif
