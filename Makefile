@@ -24,21 +24,26 @@ FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
 all: $(BINS) $(UNIT_BINS)
 unit-bins: $(UNIT_BINS)
 
+Q := $(if $(V),,@)
+
 $(BUILD)/obj/%.o: src/%.c $(wildcard include/*.h) Makefile
 	@mkdir -p $(dir $@)
-	$(CC) $(KILN_CFLAGS) $(CFLAGS) -c -o $@ $<
+	@$(if $(V),:,echo "  CC      $<")
+	$(Q)$(CC) $(KILN_CFLAGS) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/libkiln.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
+	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/bin/%: src/cmd/%.c $(BUILD)/libkiln.a
 	@mkdir -p $(dir $@)
-	$(CC) $(KILN_CFLAGS) $(CFLAGS) -o $@ $< $(BUILD)/libkiln.a $(LDLIBS) $(LDFLAGS)
+	@$(if $(V),:,echo "  LINK    $@")
+	$(Q)$(CC) $(KILN_CFLAGS) $(CFLAGS) -o $@ $< $(BUILD)/libkiln.a $(LDLIBS) $(LDFLAGS)
 
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/harness.h $(BUILD)/libkiln.a
 	@mkdir -p $(dir $@)
-	$(CC) $(KILN_CFLAGS) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libkiln.a $(LDLIBS) $(LDFLAGS)
+	@$(if $(V),:,echo "  LINK    $@")
+	$(Q)$(CC) $(KILN_CFLAGS) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libkiln.a $(LDLIBS) $(LDFLAGS)
 
 # The whole suite: unit tests, then integration tests against a private stack.
 test: all
@@ -53,7 +58,10 @@ asan:
 fuzz:
 	tools/run-fuzz $(BUILD) $${FUZZ_SECONDS:-60}
 
-demo: all
+# Command one of the README: dependencies, build, whole stack, a live run.
+demo:
+	tools/install-deps
+	$(MAKE) all
 	tools/demo start
 
 stop:

@@ -124,3 +124,32 @@ void sha256_hex(const void *data, size_t len, char out[SHA256_HEX_LEN + 1])
 	sha256_update(&c, data, len);
 	sha256_final_hex(&c, out);
 }
+
+void hmac_sha256_hex(const void *key, size_t keylen, const void *msg, size_t len,
+		     char out[SHA256_HEX_LEN + 1])
+{
+	unsigned char k[64], pad[64], inner[SHA256_LEN];
+	struct sha256 c;
+	size_t i;
+
+	memset(k, 0, sizeof(k));
+	if (keylen > sizeof(k)) {
+		sha256_init(&c);
+		sha256_update(&c, key, keylen);
+		sha256_final(&c, k);
+	} else {
+		memcpy(k, key, keylen);
+	}
+	for (i = 0; i < 64; i++)
+		pad[i] = k[i] ^ 0x36;
+	sha256_init(&c);
+	sha256_update(&c, pad, 64);
+	sha256_update(&c, msg, len);
+	sha256_final(&c, inner);
+	for (i = 0; i < 64; i++)
+		pad[i] = k[i] ^ 0x5c;
+	sha256_init(&c);
+	sha256_update(&c, pad, 64);
+	sha256_update(&c, inner, sizeof(inner));
+	sha256_final_hex(&c, out);
+}

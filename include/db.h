@@ -1,0 +1,70 @@
+/*
+ * db.h - MariaDB access: one connection per process, prepared statements
+ * for everything, reconnect on loss.
+ *
+ * Parameters are bound from a type string, one letter per '?':
+ *   'i' int64_t    'u' uint64_t    's' const char * (NULL binds SQL NULL)
+ *   'b' const char *, size_t (bytes)    'n' SQL NULL (no argument)
+ * Results come back as text columns (NULL for SQL NULL). Prepared statements
+ * are cached per connection by SQL text, so hot queries are prepared once.
+ *
+ *   db_connect / db_close / db_ping
+ *   db_exec          statement without rows; affected rows or -1
+ *   db_query         statement with rows into a db_result
+ *   db_query_ids     statement with an IN (...) list of ids
+ *   db_begin / db_commit / db_rollback
+ *   db_result_*      reading a result
+ *   db_is_*          classifying the last error
+ */
+#ifndef KILN_DB_H
+#define KILN_DB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct config;
+struct db_stmt_cache;
+
+struct db {
+	void *conn; /* MYSQL * */
+	const struct config *cfg;
+	struct db_stmt_cache *cache;
+	unsigned errnum;
+	char errmsg[512];
+	uint64_t last_insert_id;
+	int in_txn;
+};
+
+struct db_result {
+	size_t nrows, ncols;
+	char **cells;           /* nrows * ncols, NULL = SQL NULL */
+	unsigned long *lens;
+};
+
+int db_connect(struct db *db, const struct config *cfg);
+void db_close(struct db *db);
+/* Reconnects if the connection was lost; 0 when usable. */
+int db_ping(struct db *db);
+
+int64_t db_exec(struct db *db, const char *sql, const char *types, ...);
+int db_query(struct db *db, struct db_result *res, const char *sql,
+	     const char *types, ...);
+/* sql contains one "%s" where a list of n '?' placeholders goes (padded to
+ * a power of two by repeating the last id, so few statement shapes exist);
+ * ids are bound to them. Only placeholders are ever put into the SQL. */
+int db_query_ids(struct db *db, struct db_result *res, const char *sql,
+		 const int64_t *ids, size_t n);
+int db_begin(struct db *db);
+int db_commit(struct db *db);
+void db_rollback(struct db *db);
+
+const char *db_val(const struct db_result *r, size_t row, size_t col);
+unsigned long db_len(const struct db_result *r, size_t row, size_t col);
+int64_t db_int(const struct db_result *r, size_t row, size_t col);
+void db_result_free(struct db_result *r);
+
+int db_is_duplicate(const struct db *db);   /* ER_DUP_ENTRY */
+int db_is_unavailable(const struct db *db); /* server gone / cannot connect */
+int db_is_retryable(const struct db *db);   /* deadlock / lock wait timeout */
+
+#endif

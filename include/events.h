@@ -1,0 +1,39 @@
+/*
+ * events.h - the typed, gapless event log of a run (agent_run_events).
+ *
+ * Sequence numbers are assigned under a lock on the run's row
+ * (agent_runs.last_event_seq, SELECT ... FOR UPDATE), never by
+ * AUTO_INCREMENT, so that events commit in seq order and a reader resuming
+ * after N can never skip one that commits later.
+ *
+ *   event_append_locked  inside the caller's transaction, run row locked here
+ *   event_append         its own transaction; optionally only while the
+ *                        caller still holds the run's lease
+ *   event_envelope       {type, run_id, app_id, seq, ts, payload} JSON text
+ *   event_is_terminal
+ */
+#ifndef KILN_EVENTS_H
+#define KILN_EVENTS_H
+
+#include <stdint.h>
+
+#include <json.h>
+
+struct db;
+struct strbuf;
+
+#define EVENT_LEASE_LOST (-2)
+
+/* Returns the new seq, or -1 on a database error. */
+int64_t event_append_locked(struct db *db, int64_t run_id, const char *type,
+			    json_object *payload);
+/* With lease_owner set, appends only while that runner holds the run's
+ * lease and the run is running: else EVENT_LEASE_LOST, nothing written. */
+int64_t event_append(struct db *db, int64_t run_id, const char *lease_owner,
+		     const char *type, json_object *payload);
+void event_envelope(struct strbuf *out, const char *type, int64_t run_id,
+		    int64_t app_id, int64_t seq, const char *db_created_at,
+		    const char *payload_json);
+int event_is_terminal(const char *type);
+
+#endif

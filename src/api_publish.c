@@ -1,0 +1,367 @@
+/* api_publish.c - publish a revision (deterministic build from its
+ * checkpoint, never from the live workspace), list publishes, and the
+ * signed draft-preview URLs that nginx checks through auth_request. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "appstate.h"
+#include "apps.h"
+#include "ckpt_restore.h"
+#include "cmdpolicy.h"
+#include "fileutil.h"
+#include "handlers.h"
+#include "log.h"
+#include "sandbox.h"
+#include "services.h"
+#include "sha256.h"
+#include "strbuf.h"
+#include "tool_error.h"
+#include "util.h"
+
+#define BUILD_LOG_CAP 16384
+
+/* "build" script of package.json in dir, or 0 when there is none. */
+static int has_build_script(const char *dir)
+{
+	struct strbuf path = STRBUF_INIT, text = STRBUF_INIT;
+	json_object *pkg = NULL, *scripts, *build;
+	int yes = 0;
+
+	strbuf_addf(&path, "%s/package.json", dir);
+	if (file_read_capped(path.buf, 1 << 20, &text) == 0 && (pkg = json_tokener_parse(text.buf)) &&
+	    json_object_object_get_ex(pkg, "scripts", &scripts) &&
+	    json_object_object_get_ex(scripts, "build", &build) && json_object_is_type(build, json_type_string))
+		yes = 1;
+	json_object_put(pkg);
+	strbuf_release(&path);
+	strbuf_release(&text);
+	return yes;
+}
+
+/* Runs `npm run build` in the sandbox under the command policy. */
+static int run_build(struct rctx *c, const char *dir, struct strbuf *log_out)
+{
+	static const char *const argv[] = { "npm", "run", "build", NULL };
+	struct cmdpolicy pol;
+	struct sandbox_config sc;
+	struct sandbox_result res;
+	struct tool_error terr;
+	struct strbuf err = STRBUF_INIT;
+	volatile sig_atomic_t never = 0;
+	int64_t timeout;
+	size_t cap;
+	int ret = -1;
+
+	memset(&res, 0, sizeof(res));
+	if (cmdpolicy_load(&pol, c->svc->cfg->command_policy, &err) < 0) {
+		strbuf_addf(log_out, "command policy unreadable: %s", err.buf);
+		strbuf_release(&err);
+		return -1;
+	}
+	if (cmdpolicy_check(&pol, argv, 3, 0, &timeout, &cap, &terr) < 0) {
+		strbuf_addf(log_out, "build refused by the command policy: %s", terr.message);
+		goto out;
+	}
+	sandbox_config_default(&sc);
+	sc.run_uid = (uid_t)c->svc->cfg->sandbox_uid;
+	sc.run_gid = (gid_t)c->svc->cfg->sandbox_gid;
+	sc.mem_bytes = (uint64_t)c->svc->cfg->sandbox_mem_mb << 20;
+	sc.cpu_seconds = (uint64_t)c->svc->cfg->sandbox_cpu_s;
+	sc.max_procs = (uint64_t)c->svc->cfg->sandbox_max_procs;
+	if (sandbox_run(&sc, dir, argv, timeout, cap, &never, &res, &err) < 0) {
+		strbuf_addf(log_out, "the sandbox could not run the build: %s", err.buf);
+		goto out;
+	}
+	strbuf_add(log_out, res.output.buf, res.output.len < BUILD_LOG_CAP ? res.output.len : BUILD_LOG_CAP);
+	if (res.timed_out)
+		strbuf_addstr(log_out, "\n[build timed out]");
+	else if (res.exit_code != 0)
+		strbuf_addf(log_out, "\n[build exited with status %d]", res.exit_code);
+	else
+		ret = 0;
+out:
+	sandbox_result_release(&res);
+	cmdpolicy_release(&pol);
+	strbuf_release(&err);
+	return ret;
+}
+
+/* sha256 over the published tree's manifest: the artifact's identity. */
+static int tree_hash(const struct config *cfg, const char *dir, char out[SHA256_HEX_LEN + 1],
+		     unsigned *files)
+{
+	struct strbuf err = STRBUF_INIT;
+	struct ws_limits lim;
+	struct workspace ws;
+	struct manifest m;
+	struct tool_error terr;
+	json_object *j;
+	const char *none[] = { NULL };
+	int rc;
+
+	ws_limits_from_config(cfg, &lim);
+	manifest_init(&m);
+	if (workspace_open(&ws, dir, &lim, none, &err) < 0) {
+		strbuf_release(&err);
+		return -1;
+	}
+	rc = manifest_build(&ws, &m, &terr);
+	workspace_close(&ws);
+	if (rc == 0) {
+		j = manifest_to_json(&m);
+		sha256_hex(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN),
+			   strlen(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN)), out);
+		*files = (unsigned)m.n;
+		json_object_put(j);
+	}
+	manifest_release(&m);
+	strbuf_release(&err);
+	return rc;
+}
+
+/* Points <site>/current at target atomically (symlink + rename). */
+static int swap_current(const char *site, const char *target)
+{
+	struct strbuf tmp = STRBUF_INIT, cur = STRBUF_INIT;
+	int ret = 0;
+
+	strbuf_addf(&tmp, "%s/.current.tmp-%d", site, (int)getpid());
+	strbuf_addf(&cur, "%s/current", site);
+	unlink(tmp.buf);
+	if (symlink(target, tmp.buf) < 0 || rename(tmp.buf, cur.buf) < 0)
+		ret = -errno;
+	else
+		fsync_dir(site);
+	unlink(tmp.buf);
+	strbuf_release(&tmp);
+	strbuf_release(&cur);
+	return ret;
+}
+
+static void publish_json_add(json_object *o, const struct db_result *r, size_t i, const char *url)
+{
+	json_object_object_add(o, "id", json_id(db_val(r, i, 0)));
+	json_object_object_add(o, "revision_id", json_id(db_val(r, i, 1)));
+	json_object_object_add(o, "artifact_sha256", json_object_new_string(db_val(r, i, 2)));
+	json_object_object_add(o, "built", json_object_new_boolean(db_int(r, i, 3) != 0));
+	json_object_object_add(o, "created_at", json_time(db_val(r, i, 4)));
+	json_object_object_add(o, "url", json_object_new_string(url));
+}
+
+void h_publish(struct rctx *c)
+{
+	struct strbuf build = STRBUF_INIT, out = STRBUF_INIT, site = STRBUF_INIT, err = STRBUF_INIT;
+	struct strbuf blog = STRBUF_INIT, final = STRBUF_INIT, url = STRBUF_INIT, rel = STRBUF_INIT;
+	char hash[SHA256_HEX_LEN + 1];
+	struct app_row app;
+	struct ckpt_row ck;
+	struct manifest m;
+	struct db_result r;
+	json_object *body = NULL, *o;
+	int64_t rev_id, ckpt_id = 0, pub_id;
+	unsigned char rnd[6];
+	char hex[13];
+	unsigned files = 0;
+	int built = 0, found;
+
+	manifest_init(&m);
+	if (app_load(c, c->id[0], &app) < 0 || request_json_body(c, 1, &body) < 0)
+		goto out;
+	rev_id = app.draft_revision_id;
+	if (body_int(c, body, "revision_id", 0, 1, INT64_MAX, &rev_id) < 0)
+		goto out;
+	if (rev_id <= 0) {
+		respond_error(c, 409, "conflict", "the app has no revision to publish yet");
+		goto out;
+	}
+	found = revision_manifest(&c->svc->db, app.id, rev_id, &m, &ckpt_id);
+	if (found < 0) {
+		respond_db_error(c);
+		goto out;
+	}
+	if (!found || ckpt_id <= 0 || ckpt_row_load(&c->svc->db, app.id, ckpt_id, &ck) != 1) {
+		respond_field_error(c, "revision_id", "revision %lld does not exist for this app",
+				    (long long)rev_id);
+		goto out;
+	}
+	/* A clean folder made from the revision's checkpoint. */
+	random_bytes(rnd, sizeof(rnd));
+	hex_encode(rnd, sizeof(rnd), hex);
+	state_path(c->svc->cfg, &build, "builds/%lld-%s", (long long)app.id, hex);
+	state_path(c->svc->cfg, &site, "builds");
+	mkdir_p(site.buf, 0755);
+	if (ckpt_extract(&c->svc->ckpts, ck.archive, ck.sha256, build.buf, &err) < 0) {
+		log_error("publish: checkpoint %lld: %s", (long long)ck.id, err.buf);
+		respond_error(c, 500, "checkpoint_unreadable", "the revision's checkpoint cannot be read");
+		goto out;
+	}
+	strbuf_addstr(&out, build.buf);
+	if (has_build_script(build.buf)) {
+		built = 1;
+		if (run_build(c, build.buf, &blog) < 0) {
+			json_object *extra = json_object_new_object();
+
+			json_object_object_add(extra, "log", json_object_new_string_len(blog.buf, (int)blog.len));
+			respond_error_extra(c, 422, "build_failed", extra,
+					    "the build failed; the last published version keeps serving");
+			goto out;
+		}
+		strbuf_reset(&out);
+		strbuf_addf(&out, "%s/dist", build.buf);
+		if (access(out.buf, F_OK) != 0) {
+			strbuf_reset(&out);
+			strbuf_addf(&out, "%s/build", build.buf);
+		}
+		if (access(out.buf, F_OK) != 0) {
+			json_object *extra = json_object_new_object();
+
+			strbuf_addstr(&blog, "\n[the build produced neither dist/ nor build/]");
+			json_object_object_add(extra, "log", json_object_new_string_len(blog.buf, (int)blog.len));
+			respond_error_extra(c, 422, "build_failed", extra, "the build produced no output folder");
+			goto out;
+		}
+	}
+	if (tree_hash(c->svc->cfg, out.buf, hash, &files) < 0) {
+		respond_error(c, 500, "publish_failed", "the build output cannot be read");
+		goto out;
+	}
+	state_path(c->svc->cfg, &site, "published/%s/%s", c->org_slug, app.slug);
+	mkdir_p(site.buf, 0755);
+	strbuf_addf(&rel, "%lld-%.12s", (long long)rev_id, hash);
+	strbuf_addf(&final, "%s/%s", site.buf, rel.buf);
+	if (access(final.buf, F_OK) != 0 && rename(out.buf, final.buf) < 0) {
+		log_error("publish: rename %s: %s", final.buf, strerror(errno));
+		respond_error(c, 500, "publish_failed", "the published tree could not be stored");
+		goto out;
+	}
+	fsync_dir(site.buf);
+	if (swap_current(site.buf, rel.buf) < 0) {
+		respond_error(c, 500, "publish_failed", "the site could not be switched to the new version");
+		goto out;
+	}
+	if (db_exec(&c->svc->db, "INSERT INTO publishes (app_id, revision_id, artifact_sha256, built, token_id) "
+				 "VALUES (?, ?, ?, ?, ?)", "iisii", app.id, rev_id, hash, (int64_t)built,
+		    c->token_id) < 0 ||
+	    db_exec(&c->svc->db, "UPDATE apps SET published_revision_id = ? WHERE id = ?", "ii", rev_id,
+		    app.id) < 0) {
+		respond_db_error(c);
+		goto out;
+	}
+	pub_id = (int64_t)c->svc->db.last_insert_id;
+	strbuf_addf(&url, "%s/%s/%s/", c->svc->cfg->publish_base_url, c->org_slug, app.slug);
+	if (db_query(&c->svc->db, &r, "SELECT id, revision_id, artifact_sha256, built, created_at FROM publishes "
+				      "WHERE id = (SELECT MAX(id) FROM publishes WHERE app_id = ?)", "i", app.id) < 0) {
+		respond_db_error(c);
+		goto out;
+	}
+	o = json_object_new_object();
+	if (r.nrows == 1) {
+		json_object *p = json_object_new_object();
+
+		publish_json_add(p, &r, 0, url.buf);
+		json_object_object_add(p, "file_count", json_object_new_int64(files));
+		json_object_object_add(o, "publish", p);
+	}
+	db_result_free(&r);
+	(void)pub_id;
+	respond_json(c, 200, o);
+out:
+	if (build.len)
+		rm_rf(build.buf);
+	manifest_release(&m);
+	json_object_put(body);
+	strbuf_release(&build);
+	strbuf_release(&out);
+	strbuf_release(&site);
+	strbuf_release(&err);
+	strbuf_release(&blog);
+	strbuf_release(&final);
+	strbuf_release(&url);
+	strbuf_release(&rel);
+}
+
+void h_publishes_list(struct rctx *c)
+{
+	struct strbuf url = STRBUF_INIT;
+	struct app_row app;
+	struct db_result r;
+	json_object *items;
+	int64_t limit, cursor;
+	size_t i;
+
+	if (app_load(c, c->id[0], &app) < 0 || page_params(c, &limit, &cursor) < 0)
+		return;
+	if (db_query(&c->svc->db, &r, "SELECT id, revision_id, artifact_sha256, built, created_at FROM publishes "
+				      "WHERE app_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+		     "iii", app.id, cursor, limit) < 0) {
+		respond_db_error(c);
+		return;
+	}
+	strbuf_addf(&url, "%s/%s/%s/", c->svc->cfg->publish_base_url, c->org_slug, app.slug);
+	items = json_object_new_array();
+	for (i = 0; i < r.nrows; i++) {
+		json_object *p = json_object_new_object();
+
+		publish_json_add(p, &r, i, url.buf);
+		json_object_array_add(items, p);
+	}
+	respond_json(c, 200, page_json(items, limit, r.nrows ? db_int(&r, r.nrows - 1, 0) : 0));
+	db_result_free(&r);
+	strbuf_release(&url);
+}
+
+static void preview_sign(const struct services *svc, int64_t app_id, int64_t expiry,
+			 char out[SHA256_HEX_LEN + 1])
+{
+	char msg[64];
+	int n = snprintf(msg, sizeof(msg), "preview:%lld:%lld", (long long)app_id, (long long)expiry);
+
+	hmac_sha256_hex(svc->secret, sizeof(svc->secret), msg, (size_t)n, out);
+}
+
+void h_preview_url(struct rctx *c)
+{
+	struct strbuf url = STRBUF_INIT;
+	char sig[SHA256_HEX_LEN + 1];
+	struct app_row app;
+	json_object *o;
+	int64_t expiry;
+
+	if (app_load(c, c->id[0], &app) < 0)
+		return;
+	expiry = now_ms() / 1000 + c->svc->cfg->preview_ttl_s;
+	preview_sign(c->svc, app.id, expiry, sig);
+	strbuf_addf(&url, "/preview/%lld/%lld/%s/", (long long)app.id, (long long)expiry, sig);
+	o = json_object_new_object();
+	json_object_object_add(o, "url", json_object_new_string(url.buf));
+	json_object_object_add(o, "expires_in", json_object_new_int64(c->svc->cfg->preview_ttl_s));
+	respond_json(c, 200, o);
+	strbuf_release(&url);
+}
+
+/* nginx auth_request: 204 lets the preview file through, 403 stops it. */
+void h_preview_auth(struct rctx *c)
+{
+	const char *uri = http_param(c->req, "HTTP_X_ORIGINAL_URI");
+	char sig[SHA256_HEX_LEN + 1], want[SHA256_HEX_LEN + 1];
+	long long app_id, expiry;
+	int end = 0;
+
+	if (!uri || sscanf(uri, "/preview/%lld/%lld/%64[0-9a-f]/%n", &app_id, &expiry, sig, &end) != 3 ||
+	    end == 0 || strlen(sig) != SHA256_HEX_LEN || app_id <= 0) {
+		respond_error(c, 403, "forbidden", "not a valid preview URL");
+		return;
+	}
+	preview_sign(c->svc, app_id, expiry, want);
+	if (!ct_equal(sig, want, SHA256_HEX_LEN) || expiry < now_ms() / 1000) {
+		respond_error(c, 403, "forbidden", "the preview link is invalid or expired");
+		return;
+	}
+	respond_empty(c, 204);
+}

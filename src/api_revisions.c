@@ -1,0 +1,278 @@
+/* api_revisions.c - an app's revisions: list, read, read a file, upload. */
+#include <errno.h>
+#include <string.h>
+
+#include "api.h"
+#include "appstate.h"
+#include "apps.h"
+#include "handlers.h"
+#include "log.h"
+#include "strbuf.h"
+#include "tool_error.h"
+#include "util.h"
+
+#define REV_COLUMNS "id, app_id, parent_id, origin, run_id, checkpoint_id, created_at, file_count, total_size"
+
+static json_object *revision_json(const struct db_result *r, size_t i)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "id", json_id(db_val(r, i, 0)));
+	json_object_object_add(o, "app_id", json_id(db_val(r, i, 1)));
+	json_object_object_add(o, "parent_id", json_id(db_val(r, i, 2)));
+	json_object_object_add(o, "origin", json_object_new_string(db_val(r, i, 3)));
+	json_object_object_add(o, "run_id", json_id(db_val(r, i, 4)));
+	json_object_object_add(o, "checkpoint_id", json_id(db_val(r, i, 5)));
+	json_object_object_add(o, "created_at", json_time(db_val(r, i, 6)));
+	json_object_object_add(o, "file_count", json_id(db_val(r, i, 7)));
+	json_object_object_add(o, "total_size", json_id(db_val(r, i, 8)));
+	return o;
+}
+
+void h_revisions_list(struct rctx *c)
+{
+	struct app_row app;
+	struct db_result r;
+	json_object *items;
+	int64_t limit, cursor;
+	size_t i;
+
+	if (app_load(c, c->id[0], &app) < 0 || page_params(c, &limit, &cursor) < 0)
+		return;
+	if (db_query(&c->svc->db, &r, "SELECT " REV_COLUMNS " FROM app_revisions WHERE app_id = ? AND id < ? "
+				      "ORDER BY id DESC LIMIT ?", "iii", app.id, cursor, limit) < 0) {
+		respond_db_error(c);
+		return;
+	}
+	items = json_object_new_array();
+	for (i = 0; i < r.nrows; i++)
+		json_object_array_add(items, revision_json(&r, i));
+	respond_json(c, 200, page_json(items, limit, r.nrows ? db_int(&r, r.nrows - 1, 0) : 0));
+	db_result_free(&r);
+}
+
+/* Answers the revision rev_id of app with its manifest. */
+static void respond_revision(struct rctx *c, int64_t app_id, int64_t rev_id, int status)
+{
+	struct db_result r;
+	json_object *o, *files;
+
+	if (db_query(&c->svc->db, &r, "SELECT " REV_COLUMNS ", manifest FROM app_revisions "
+				      "WHERE id = ? AND app_id = ?", "ii", rev_id, app_id) < 0) {
+		respond_db_error(c);
+		return;
+	}
+	if (r.nrows != 1) {
+		db_result_free(&r);
+		respond_not_found(c);
+		return;
+	}
+	o = revision_json(&r, 0);
+	files = json_tokener_parse(db_val(&r, 0, 9));
+	json_object_object_add(o, "files", files ? files : json_object_new_array());
+	db_result_free(&r);
+	respond_json(c, status, o);
+}
+
+void h_revision_get(struct rctx *c)
+{
+	struct app_row app;
+
+	if (app_load(c, c->id[0], &app) == 0)
+		respond_revision(c, app.id, c->id[1], 200);
+}
+
+static const char *content_type_for(const char *path)
+{
+	static const struct { const char *ext, *type; } types[] = {
+		{ ".html", "text/html; charset=utf-8" }, { ".htm", "text/html; charset=utf-8" },
+		{ ".css", "text/css; charset=utf-8" }, { ".js", "text/javascript; charset=utf-8" },
+		{ ".mjs", "text/javascript; charset=utf-8" }, { ".json", "application/json" },
+		{ ".svg", "image/svg+xml" }, { ".png", "image/png" }, { ".jpg", "image/jpeg" },
+		{ ".jpeg", "image/jpeg" }, { ".gif", "image/gif" }, { ".webp", "image/webp" },
+		{ ".ico", "image/x-icon" }, { ".txt", "text/plain; charset=utf-8" },
+		{ ".md", "text/markdown; charset=utf-8" }, { ".ts", "text/plain; charset=utf-8" },
+		{ ".tsx", "text/plain; charset=utf-8" }, { ".jsx", "text/plain; charset=utf-8" },
+	};
+	const char *dot = strrchr(path, '.');
+	size_t i;
+
+	for (i = 0; dot && i < ARRAY_SIZE(types); i++)
+		if (!strcasecmp(dot, types[i].ext))
+			return types[i].type;
+	return "application/octet-stream";
+}
+
+void respond_file_from_checkpoint(struct rctx *c, const struct ckpt_row *ck, const char *path)
+{
+	struct strbuf data = STRBUF_INIT, err = STRBUF_INIT;
+	struct tool_error terr;
+	int rc;
+
+	if (ws_path_check(NULL, path, strlen(path), &terr) < 0) {
+		respond_error(c, 404, "not_found", "no file %s", "with that path");
+		goto out;
+	}
+	rc = ckpt_read_file(&c->svc->ckpts, ck->archive, ck->sha256, path,
+			    (size_t)c->svc->cfg->ws_max_file_bytes, &data, &err);
+	if (rc == -ENOENT) {
+		respond_error(c, 404, "not_found", "no such file in this revision");
+		goto out;
+	}
+	if (rc < 0) {
+		log_error("checkpoint %lld unreadable: %s", (long long)ck->id, err.buf);
+		respond_error(c, 500, "checkpoint_unreadable",
+			      "the checkpoint archive holding this file cannot be read");
+		goto out;
+	}
+	c->res->status = 200;
+	c->res->content_type = content_type_for(path);
+	strbuf_reset(&c->res->body);
+	strbuf_add(&c->res->body, data.buf, data.len);
+out:
+	strbuf_release(&data);
+	strbuf_release(&err);
+}
+
+void h_revision_file(struct rctx *c)
+{
+	struct app_row app;
+	struct manifest m;
+	struct ckpt_row ck;
+	int64_t ckpt_id;
+	int found;
+
+	if (app_load(c, c->id[0], &app) < 0)
+		return;
+	found = revision_manifest(&c->svc->db, app.id, c->id[1], &m, &ckpt_id);
+	manifest_release(&m);
+	if (found < 0) {
+		respond_db_error(c);
+		return;
+	}
+	if (!found || ckpt_id <= 0) {
+		respond_not_found(c);
+		return;
+	}
+	found = ckpt_row_load(&c->svc->db, app.id, ckpt_id, &ck);
+	if (found <= 0) {
+		found < 0 ? respond_db_error(c) : respond_not_found(c);
+		return;
+	}
+	respond_file_from_checkpoint(c, &ck, c->rest);
+}
+
+/* Fails (answering 409) while a run is queued or running on the app, or
+ * while another writer holds the app's workspace. */
+int app_lock_for_write(struct rctx *c, const struct app_row *app)
+{
+	json_object *extra;
+	int fd;
+
+	if (app->active_run_id) {
+		extra = json_object_new_object();
+		json_object_object_add(extra, "run_id", json_object_new_int64(app->active_run_id));
+		respond_error_extra(c, 409, "run_active", extra, "run %lld is active on this app",
+				    (long long)app->active_run_id);
+		return -1;
+	}
+	fd = app_lock(c->svc->cfg, app->id, 0);
+	if (fd < 0)
+		respond_error(c, 409, "conflict", "the app's files are being changed right now; try again");
+	return fd;
+}
+
+void h_revisions_create(struct rctx *c)
+{
+	struct snapshot_req req = { 0 };
+	struct snapshot_result res;
+	struct strbuf err = STRBUF_INIT;
+	struct tool_error terr;
+	struct workspace ws;
+	struct app_row app;
+	json_object *body = NULL, *files;
+	int replace = 1, lock = -1, ws_ok = 0;
+
+	if (app_load(c, c->id[0], &app) < 0 || request_json_body(c, 0, &body) < 0)
+		return;
+	if (body_bool(c, body, "replace", &replace) < 0)
+		goto out;
+	if (!json_object_object_get_ex(body, "files", &files)) {
+		json_object *extra = json_object_new_object();
+
+		json_object_object_add(extra, "field", json_object_new_string("files"));
+		respond_error_extra(c, 422, "missing_field", extra, "field 'files' is required");
+		goto out;
+	}
+	if (!json_object_is_type(files, json_type_object) || json_object_object_length(files) == 0) {
+		respond_field_error(c, "files", "files must be a non-empty object of path -> content");
+		goto out;
+	}
+	{
+		json_object_object_foreach(files, path, content) {
+			if (ws_path_check(NULL, path, strlen(path), &terr) < 0) {
+				respond_field_error(c, "files", "bad path '%.200s': %s", path, terr.message);
+				goto out;
+			}
+			if (!json_object_is_type(content, json_type_string)) {
+				respond_field_error(c, "files", "content of '%.200s' must be a string", path);
+				goto out;
+			}
+		}
+	}
+	lock = app_lock_for_write(c, &app);
+	if (lock < 0)
+		goto out;
+	if (app_workspace_open(c->svc->cfg, app.id, &ws, &err) < 0) {
+		log_error("workspace of app %lld: %s", (long long)app.id, err.buf);
+		respond_error(c, 500, "workspace_unavailable", "the app's workspace cannot be opened");
+		goto out;
+	}
+	ws_ok = 1;
+	if (replace) {
+		struct manifest cur;
+
+		/* Files not in the upload go away: the upload is the whole draft. */
+		manifest_init(&cur);
+		if (manifest_build(&ws, &cur, &terr) == 0) {
+			size_t i;
+
+			for (i = 0; i < cur.n; i++)
+				if (!json_object_object_get_ex(files, cur.v[i].path, NULL))
+					ws_delete_file(&ws, cur.v[i].path, &terr);
+		}
+		manifest_release(&cur);
+	}
+	{
+		json_object_object_foreach(files, path, content) {
+			if (ws_write_file(&ws, path, json_object_get_string(content),
+					  (size_t)json_object_get_string_len(content), 0644, &terr) < 0) {
+				int status = !strcmp(terr.code, "limit_exceeded") || !strcmp(terr.code, "too_large") ? 413 : 422;
+
+				respond_error(c, status, terr.code, "%.200s: %s", path, terr.message);
+				goto out;
+			}
+		}
+	}
+	req.app_id = app.id;
+	req.origin = "manual";
+	req.ckpt_type = "manual";
+	req.label = "Upload";
+	req.summary = "files uploaded through the API";
+	if (app_snapshot(&c->svc->db, &c->svc->ckpts, c->svc->cfg, &req, &res, &err) < 0) {
+		log_error("snapshot of app %lld: %s", (long long)app.id, err.buf);
+		if (db_is_unavailable(&c->svc->db))
+			respond_db_error(c);
+		else
+			respond_error(c, 500, "snapshot_failed", "the upload could not be recorded");
+		goto out;
+	}
+	respond_revision(c, app.id, res.revision_id, 201);
+	snapshot_result_release(&res);
+out:
+	if (ws_ok)
+		workspace_close(&ws);
+	app_unlock(lock);
+	json_object_put(body);
+	strbuf_release(&err);
+}

@@ -1,0 +1,316 @@
+/* api_runs.c - coding-agent runs: create (idempotent), list, read, cancel,
+ * and the JSON page of events. The SSE stream is stream_server.c. */
+#include <string.h>
+
+#include "api.h"
+#include "apps.h"
+#include "events.h"
+#include "handlers.h"
+#include "runs.h"
+#include "sha256.h"
+#include "strbuf.h"
+#include "util.h"
+
+#define MAX_INPUT (100 * 1000)
+
+/* Answers run run_id of app with status; 0 if found. */
+static int respond_run(struct rctx *c, int64_t app_id, int64_t run_id, int status)
+{
+	struct db_result r;
+
+	if (db_query(&c->svc->db, &r, "SELECT " RUN_COLUMNS " FROM agent_runs WHERE id = ? AND app_id = ?",
+		     "ii", run_id, app_id) < 0) {
+		respond_db_error(c);
+		return -1;
+	}
+	if (r.nrows != 1) {
+		db_result_free(&r);
+		respond_not_found(c);
+		return -1;
+	}
+	respond_json(c, status, run_json(&r, 0));
+	db_result_free(&r);
+	return 0;
+}
+
+static void respond_run_active(struct rctx *c, int64_t app_id)
+{
+	struct db_result r;
+	json_object *extra = json_object_new_object();
+	int64_t active = 0;
+
+	if (db_query(&c->svc->db, &r, "SELECT id FROM agent_runs WHERE active_app_id = ?", "i", app_id) == 0) {
+		active = db_int(&r, 0, 0);
+		db_result_free(&r);
+	}
+	json_object_object_add(extra, "run_id", active ? json_object_new_int64(active) : NULL);
+	respond_error_extra(c, 409, "run_active", extra,
+			    "run %lld is already active on this app; wait for it or cancel it",
+			    (long long)active);
+}
+
+/* An earlier run with this client_request_id: 1 answered, 0 none, -1 error answered. */
+static int replay_idempotent(struct rctx *c, int64_t app_id, const char *crid, const char *hash)
+{
+	struct db_result r;
+	int64_t id;
+
+	if (db_query(&c->svc->db, &r, "SELECT id, request_sha256 FROM agent_runs "
+				      "WHERE app_id = ? AND client_request_id = ?", "is", app_id, crid) < 0) {
+		respond_db_error(c);
+		return -1;
+	}
+	if (r.nrows == 0) {
+		db_result_free(&r);
+		return 0;
+	}
+	id = db_int(&r, 0, 0);
+	if (strcmp(db_val(&r, 0, 1), hash) != 0) {
+		db_result_free(&r);
+		respond_field_error(c, "client_request_id",
+				    "client_request_id was already used with a different request");
+		return -1;
+	}
+	db_result_free(&r);
+	respond_run(c, app_id, id, 200);
+	return 1;
+}
+
+void h_runs_create(struct rctx *c)
+{
+	json_object *body = NULL, *payload;
+	const char *input, *crid;
+	char hash[SHA256_HEX_LEN + 1];
+	struct app_row app;
+	int64_t run_id;
+	int rc;
+
+	if (app_load(c, c->id[0], &app) < 0 || request_json_body(c, 0, &body) < 0)
+		return;
+	if (body_string(c, body, "input", FIELD_REQUIRED, 1, MAX_INPUT, &input) < 0 ||
+	    body_string(c, body, "client_request_id", 0, 1, 128, &crid) < 0)
+		goto out;
+	sha256_hex(input, strlen(input), hash);
+	if (crid && replay_idempotent(c, app.id, crid, hash))
+		goto out;
+	/* The run and its run.accepted event commit together. */
+	if (db_begin(&c->svc->db) < 0) {
+		respond_db_error(c);
+		goto out;
+	}
+	if (db_exec(&c->svc->db, "INSERT INTO agent_runs (app_id, org_id, input, client_request_id, "
+				 "request_sha256, base_revision_id) VALUES (?, ?, ?, ?, ?, ?)",
+		    "iisssi", app.id, c->org_id, input, crid, hash, app.draft_revision_id) < 0) {
+		int dup = db_is_duplicate(&c->svc->db);
+		int on_crid = dup && strstr(c->svc->db.errmsg, "client_req");
+
+		db_rollback(&c->svc->db);
+		if (on_crid) /* the same key raced us: answer like a replay */
+			replay_idempotent(c, app.id, crid, hash);
+		else if (dup)
+			respond_run_active(c, app.id);
+		else
+			respond_db_error(c);
+		goto out;
+	}
+	run_id = (int64_t)c->svc->db.last_insert_id;
+	/* base_revision_id 0 means "none yet" */
+	db_exec(&c->svc->db, "UPDATE agent_runs SET base_revision_id = NULLIF(base_revision_id, 0) WHERE id = ?",
+		"i", run_id);
+	payload = json_object_new_object();
+	json_object_object_add(payload, "input", json_object_new_string(input));
+	json_object_object_add(payload, "attempt", json_object_new_int(0));
+	rc = event_append_locked(&c->svc->db, run_id, "run.accepted", payload) < 0 ? -1 : 0;
+	json_object_put(payload);
+	if (rc < 0 || db_commit(&c->svc->db) < 0) {
+		db_rollback(&c->svc->db);
+		respond_db_error(c);
+		goto out;
+	}
+	respond_run(c, app.id, run_id, 202);
+out:
+	json_object_put(body);
+}
+
+void h_runs_list(struct rctx *c)
+{
+	struct app_row app;
+	struct db_result r;
+	json_object *items;
+	int64_t limit, cursor;
+	size_t i;
+
+	if (app_load(c, c->id[0], &app) < 0 || page_params(c, &limit, &cursor) < 0)
+		return;
+	if (db_query(&c->svc->db, &r, "SELECT " RUN_COLUMNS " FROM agent_runs WHERE app_id = ? AND id < ? "
+				      "ORDER BY id DESC LIMIT ?", "iii", app.id, cursor, limit) < 0) {
+		respond_db_error(c);
+		return;
+	}
+	items = json_object_new_array();
+	for (i = 0; i < r.nrows; i++)
+		json_object_array_add(items, run_json(&r, i));
+	respond_json(c, 200, page_json(items, limit, r.nrows ? db_int(&r, r.nrows - 1, 0) : 0));
+	db_result_free(&r);
+}
+
+void h_run_get(struct rctx *c)
+{
+	struct db_result r;
+
+	/* One query: the token check already ran; the app's organization is
+	 * checked in the same statement (this is the hottest read). */
+	if (db_query(&c->svc->db, &r, "SELECT " RUN_COLUMNS " FROM agent_runs WHERE id = ? AND app_id = ? "
+				      "AND org_id = ?", "iii", c->id[1], c->id[0], c->org_id) < 0) {
+		respond_db_error(c);
+		return;
+	}
+	if (r.nrows != 1)
+		respond_not_found(c);
+	else
+		respond_json(c, 200, run_json(&r, 0));
+	db_result_free(&r);
+}
+
+void h_run_cancel(struct rctx *c)
+{
+	json_object *body = NULL, *payload, *err;
+	struct app_row app;
+	struct db_result r;
+	const char *mode = NULL;
+	int64_t rc;
+	int found;
+
+	if (app_load(c, c->id[0], &app) < 0 || request_json_body(c, 1, &body) < 0)
+		return;
+	if (body_string(c, body, "mode", 0, 1, 16, &mode) < 0)
+		goto out;
+	if (mode && strcmp(mode, "keep") && strcmp(mode, "rollback")) {
+		respond_field_error(c, "mode", "mode must be \"keep\" or \"rollback\"");
+		goto out;
+	}
+	if (db_query(&c->svc->db, &r, "SELECT status FROM agent_runs WHERE id = ? AND app_id = ?", "ii",
+		     c->id[1], app.id) < 0) {
+		respond_db_error(c);
+		goto out;
+	}
+	found = r.nrows == 1;
+	if (found && strcmp(db_val(&r, 0, 0), "queued") && strcmp(db_val(&r, 0, 0), "running")) {
+		respond_error(c, 409, "conflict", "run %lld already ended (%s)", (long long)c->id[1],
+			      db_val(&r, 0, 0));
+		db_result_free(&r);
+		goto out;
+	}
+	db_result_free(&r);
+	if (!found) {
+		respond_not_found(c);
+		goto out;
+	}
+	/* Ask the runner first; a queued run no runner holds ends right here. */
+	if (db_exec(&c->svc->db, "UPDATE agent_runs SET cancel_requested = 1, cancel_mode = ? "
+				 "WHERE id = ? AND status IN ('queued','running')",
+		    "si", mode ? mode : "keep", c->id[1]) < 0) {
+		respond_db_error(c);
+		goto out;
+	}
+	payload = json_object_new_object();
+	err = json_object_new_object();
+	json_object_object_add(err, "code", json_object_new_string("cancelled"));
+	json_object_object_add(err, "message", json_object_new_string("cancelled before it started"));
+	json_object_object_add(payload, "status", json_object_new_string("cancelled"));
+	json_object_object_add(payload, "error", err);
+	json_object_object_add(payload, "changed_files", json_object_new_array());
+	rc = 0;
+	if (db_begin(&c->svc->db) == 0) {
+		if (db_query(&c->svc->db, &r, "SELECT status = 'queued' FROM agent_runs WHERE id = ? FOR UPDATE",
+			     "i", c->id[1]) == 0) {
+			int queued = r.nrows == 1 && db_int(&r, 0, 0) == 1;
+
+			db_result_free(&r);
+			if (queued &&
+			    (db_exec(&c->svc->db, "UPDATE agent_runs SET status = 'cancelled', error_code = 'cancelled', "
+						  "error_message = 'cancelled before it started', finished_at = NOW(3) "
+						  "WHERE id = ?", "i", c->id[1]) < 0 ||
+			     event_append_locked(&c->svc->db, c->id[1], "run.failed", payload) < 0))
+				rc = -1;
+		} else {
+			rc = -1;
+		}
+		if (rc < 0 || db_commit(&c->svc->db) < 0) {
+			db_rollback(&c->svc->db);
+			rc = -1;
+		}
+	} else {
+		rc = -1;
+	}
+	json_object_put(payload);
+	if (rc < 0) {
+		respond_db_error(c);
+		goto out;
+	}
+	respond_run(c, app.id, c->id[1], 202);
+out:
+	json_object_put(body);
+}
+
+void h_run_events(struct rctx *c)
+{
+	struct strbuf v = STRBUF_INIT, env = STRBUF_INIT;
+	struct db_result r, rs;
+	json_object *o, *items;
+	int64_t after = 0, limit = 100, next, last_seq;
+	int terminal = 0, ended;
+	size_t i;
+
+	if (http_query_param(c->req, "after", &v) && parse_int64(v.buf, 0, INT32_MAX, &after) < 0) {
+		respond_field_error(c, "after", "after must be a non-negative integer");
+		goto out;
+	}
+	if (http_query_param(c->req, "limit", &v) && parse_int64(v.buf, 1, 1000, &limit) < 0) {
+		respond_field_error(c, "limit", "limit must be from 1 to 1000");
+		goto out;
+	}
+	if (db_query(&c->svc->db, &rs, "SELECT status IN ('completed','failed','cancelled'), last_event_seq "
+				       "FROM agent_runs WHERE id = ? AND app_id = ? AND org_id = ?",
+		     "iii", c->id[1], c->id[0], c->org_id) < 0) {
+		respond_db_error(c);
+		goto out;
+	}
+	if (rs.nrows != 1) {
+		db_result_free(&rs);
+		respond_not_found(c);
+		goto out;
+	}
+	ended = db_int(&rs, 0, 0) == 1;
+	last_seq = db_int(&rs, 0, 1);
+	db_result_free(&rs);
+	if (db_query(&c->svc->db, &r, "SELECT seq, type, payload, created_at FROM agent_run_events "
+				      "WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+		     "iii", c->id[1], after, limit) < 0) {
+		respond_db_error(c);
+		goto out;
+	}
+	items = json_object_new_array();
+	next = after;
+	for (i = 0; i < r.nrows; i++) {
+		strbuf_reset(&env);
+		event_envelope(&env, db_val(&r, i, 1), c->id[1], c->id[0], db_int(&r, i, 0),
+			       db_val(&r, i, 3), db_val(&r, i, 2));
+		json_object_array_add(items, json_tokener_parse(env.buf));
+		next = db_int(&r, i, 0);
+		if (event_is_terminal(db_val(&r, i, 1)))
+			terminal = 1;
+	}
+	db_result_free(&r);
+	/* terminal: nothing will follow this page */
+	if (ended && next >= last_seq)
+		terminal = 1;
+	o = json_object_new_object();
+	json_object_object_add(o, "items", items);
+	json_object_object_add(o, "next_after", json_object_new_int64(next));
+	json_object_object_add(o, "terminal", json_object_new_boolean(terminal));
+	respond_json(c, 200, o);
+out:
+	strbuf_release(&v);
+	strbuf_release(&env);
+}

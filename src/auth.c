@@ -1,0 +1,112 @@
+/* auth.c - API token issue, revocation and checking (see auth.h). */
+#include "auth.h"
+
+#include <string.h>
+
+#include "api.h"
+#include "db.h"
+#include "sha256.h"
+#include "strbuf.h"
+#include "util.h"
+
+int auth_token_create(struct db *db, int64_t org_id, const char *name,
+		      int64_t expires_days, struct strbuf *token, int64_t *token_id)
+{
+	unsigned char rnd[24];
+	char hex[sizeof(rnd) * 2 + 1], hash[SHA256_HEX_LEN + 1], prefix[14];
+	int64_t rc;
+
+	if (random_bytes(rnd, sizeof(rnd)) < 0)
+		return -1;
+	hex_encode(rnd, sizeof(rnd), hex);
+	strbuf_reset(token);
+	strbuf_addf(token, "%s%s", TOKEN_PREFIX, hex);
+	sha256_hex(token->buf, token->len, hash);
+	snprintf(prefix, sizeof(prefix), "%.13s", token->buf);
+	if (expires_days > 0)
+		rc = db_exec(db, "INSERT INTO api_tokens (org_id, name, prefix, token_sha256, expires_at) "
+				 "VALUES (?, ?, ?, ?, NOW(3) + INTERVAL ? DAY)",
+			     "issi", org_id, name, prefix, hash, expires_days);
+	else
+		rc = db_exec(db, "INSERT INTO api_tokens (org_id, name, prefix, token_sha256) VALUES (?, ?, ?, ?)",
+			     "iss" "s", org_id, name, prefix, hash);
+	if (rc < 0)
+		return -1;
+	*token_id = (int64_t)db->last_insert_id;
+	return 0;
+}
+
+int64_t auth_token_revoke(struct db *db, const char *id_or_prefix)
+{
+	int64_t id;
+
+	if (parse_int64(id_or_prefix, 1, INT64_MAX, &id) == 0)
+		return db_exec(db, "UPDATE api_tokens SET revoked_at = NOW(3) WHERE id = ? AND revoked_at IS NULL",
+			       "i", id);
+	return db_exec(db, "UPDATE api_tokens SET revoked_at = NOW(3) WHERE prefix = ? AND revoked_at IS NULL",
+		       "s", id_or_prefix);
+}
+
+static int unauthorized(struct rctx *c, const char *why)
+{
+	http_response_header(c->res, "WWW-Authenticate", "Bearer realm=\"kiln\"");
+	respond_error(c, 401, "unauthorized", "%s", why);
+	return -1;
+}
+
+int auth_check(struct rctx *c)
+{
+	const char *h = http_param(c->req, "HTTP_AUTHORIZATION");
+	char hash[SHA256_HEX_LEN + 1];
+	struct db_result r;
+	const char *tok, *stored;
+	size_t i;
+	int ret = -1;
+
+	if (!h || !*h)
+		return unauthorized(c, "missing Authorization: Bearer token");
+	if (strncasecmp(h, "Bearer ", 7) != 0)
+		return unauthorized(c, "Authorization must be a Bearer token");
+	tok = h + 7;
+	if (strlen(tok) != TOKEN_LEN || strncmp(tok, TOKEN_PREFIX, 5) != 0)
+		return unauthorized(c, "malformed token");
+	for (i = 5; i < TOKEN_LEN; i++)
+		if (!strchr("0123456789abcdef", tok[i]))
+			return unauthorized(c, "malformed token");
+	sha256_hex(tok, TOKEN_LEN, hash);
+	if (db_query(&c->svc->db, &r,
+		     "SELECT t.id, t.org_id, o.slug, t.token_sha256, "
+		     "(t.expires_at IS NOT NULL AND t.expires_at <= NOW(3)), t.revoked_at IS NOT NULL, "
+		     "(t.last_used_at IS NULL OR t.last_used_at < NOW(3) - INTERVAL 1 MINUTE) "
+		     "FROM api_tokens t JOIN organizations o ON o.id = t.org_id WHERE t.token_sha256 = ?",
+		     "s", hash) < 0) {
+		respond_db_error(c);
+		return -1;
+	}
+	stored = db_val(&r, 0, 3);
+	if (r.nrows != 1 || !stored || strlen(stored) != SHA256_HEX_LEN ||
+	    !ct_equal(stored, hash, SHA256_HEX_LEN)) {
+		unauthorized(c, "unknown token");
+		goto out;
+	}
+	if (db_int(&r, 0, 4)) {
+		unauthorized(c, "token expired");
+		goto out;
+	}
+	if (db_int(&r, 0, 5)) {
+		unauthorized(c, "token revoked");
+		goto out;
+	}
+	c->token_id = db_int(&r, 0, 0);
+	c->org_id = db_int(&r, 0, 1);
+	snprintf(c->org_slug, sizeof(c->org_slug), "%s", db_val(&r, 0, 2));
+	/* At most one write a minute per token: tracking use must not turn
+	 * every read into a write. */
+	if (db_int(&r, 0, 6))
+		db_exec(&c->svc->db, "UPDATE api_tokens SET last_used_at = NOW(3) WHERE id = ?", "i",
+			c->token_id);
+	ret = 0;
+out:
+	db_result_free(&r);
+	return ret;
+}

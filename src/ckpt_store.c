@@ -1,0 +1,847 @@
+/* ckpt_store.c - the checkpoint store: writing, reading, listing and
+ * collecting archives (see ckpt_store.h and docs/CHECKPOINTS.md). */
+#include "ckpt_store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ckpt_crash.h"
+#include "ckpt_pack.h"
+#include "fileutil.h"
+#include "log.h"
+#include "manifest.h"
+#include "strbuf.h"
+#include "util.h"
+
+#define TMP_DIR "tmp"
+#define LOCK_FILE ".lock"
+/* An earlier archive stays shared unless that pins more than this many
+ * bytes of contents no longer used and most of what it stores is dead. */
+#define REPACK_MIN_DEAD (256 * 1024)
+
+void ckpt_limits_default(struct ckpt_limits *lim)
+{
+	lim->max_entries = 10000;
+	lim->max_entry_size = 64ull << 20;
+	lim->max_total_size = 512ull << 20;
+}
+
+/* ------------------------------------------------------------------ */
+/* Store                                                              */
+
+/* Writers hold the lock shared, gc exclusive: gc never sees a writer
+ * between choosing to share an archive and publishing the one that needs
+ * it. A fresh open file description per call, so threads sharing a store
+ * never share (and silently convert) each other's lock. */
+static int store_lock(const struct ckpt_store *st, int how, struct strbuf *err)
+{
+	int fd = openat(st->root_fd, LOCK_FILE, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+
+	if (fd < 0) {
+		strbuf_addf(err, "cannot open %s/%s: %s", st->root, LOCK_FILE, strerror(errno));
+		return -errno;
+	}
+	while (flock(fd, how) < 0) {
+		int e = errno;
+
+		if (e == EINTR)
+			continue;
+		close(fd);
+		if (e != EWOULDBLOCK)
+			strbuf_addf(err, "cannot lock %s/%s: %s", st->root, LOCK_FILE, strerror(e));
+		return -e;
+	}
+	return fd;
+}
+
+static void store_unlock(int fd)
+{
+	if (fd >= 0)
+		close(fd);
+}
+
+/* Calls fn for every entry of folder dir below root_fd except . and .. */
+static int each_entry(int root_fd, const char *dir,
+		      int (*fn)(void *ctx, int dir_fd, const char *name),
+		      void *ctx)
+{
+	int fd = openat(root_fd, dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct dirent *de;
+	DIR *d;
+	int ret = 0;
+
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	while (!ret && (errno = 0, de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			ret = fn(ctx, dirfd(d), de->d_name);
+	if (!ret && errno)
+		ret = -errno;
+	closedir(d);
+	return ret;
+}
+
+static int remove_temp(void *ctx, int dir_fd, const char *name)
+{
+	unsigned *count = ctx;
+
+	if (unlinkat(dir_fd, name, 0) == 0)
+		(*count)++;
+	return 0;
+}
+
+int ckpt_store_open(struct ckpt_store *st, const char *root,
+		    const struct ckpt_limits *lim, struct strbuf *err)
+{
+	unsigned removed = 0;
+	int lock, ret;
+
+	memset(st, 0, sizeof(*st));
+	st->root_fd = -1;
+	if (lim)
+		st->lim = *lim;
+	else
+		ckpt_limits_default(&st->lim);
+	ret = mkdir_p(root, 0755);
+	if (ret) {
+		strbuf_addf(err, "cannot create %s: %s", root, strerror(-ret));
+		return ret;
+	}
+	st->root_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (st->root_fd < 0 ||
+	    (mkdirat(st->root_fd, TMP_DIR, 0755) < 0 && errno != EEXIST)) {
+		ret = -errno;
+		strbuf_addf(err, "cannot open %s: %s", root, strerror(errno));
+		ckpt_store_close(st);
+		return ret;
+	}
+	st->root = xstrdup(root);
+	/* temp files are stale exactly when no writer holds the lock */
+	lock = store_lock(st, LOCK_EX | LOCK_NB, err);
+	if (lock == -EWOULDBLOCK)
+		return 0;
+	if (lock < 0) {
+		ret = lock;
+		ckpt_store_close(st);
+		return ret;
+	}
+	each_entry(st->root_fd, TMP_DIR, remove_temp, &removed);
+	store_unlock(lock);
+	if (removed)
+		log_info("checkpoint store %s: removed %u stale temp files", root, removed);
+	return 0;
+}
+
+void ckpt_store_close(struct ckpt_store *st)
+{
+	if (st->root_fd >= 0)
+		close(st->root_fd);
+	free(st->root);
+	st->root = NULL;
+	st->root_fd = -1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Listing                                                            */
+
+struct list_ctx {
+	struct ckpt_list *out;
+	size_t alloc;
+	char prefix[3];
+	time_t *mtimes;   /* parallel to out->names when wanted (gc) */
+	uint64_t *sizes;
+};
+
+static int list_archive(void *vctx, int dir_fd, const char *name)
+{
+	struct list_ctx *c = vctx;
+	char full[CKPT_NAME_MAX + 8];
+	struct stat st;
+
+	if (snprintf(full, sizeof(full), "%s/%s", c->prefix, name) >= CKPT_NAME_MAX ||
+	    ckpt_name_parse(full, NULL) < 0)
+		return 0;
+	if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+		return 0;
+	if (c->out->n == c->alloc) {
+		size_t alloc = c->alloc ? c->alloc * 2 : 64;
+		char (*nv)[CKPT_NAME_MAX] = realloc(c->out->names, alloc * sizeof(*nv));
+		time_t *nt = realloc(c->mtimes, alloc * sizeof(*nt));
+		uint64_t *ns;
+
+		if (nt)
+			c->mtimes = nt;
+		ns = realloc(c->sizes, alloc * sizeof(*ns));
+		if (ns)
+			c->sizes = ns;
+		if (nv)
+			c->out->names = nv;
+		if (!nv || !nt || !ns)
+			return -ENOMEM;
+		c->alloc = alloc;
+	}
+	memcpy(c->out->names[c->out->n], full, CKPT_NAME_MAX);
+	c->mtimes[c->out->n] = st.st_mtime;
+	c->sizes[c->out->n] = (uint64_t)st.st_size;
+	c->out->n++;
+	return 0;
+}
+
+static int list_fanout(void *vctx, int dir_fd, const char *name)
+{
+	struct list_ctx *c = vctx;
+	int ret;
+
+	(void)dir_fd;
+	if (strlen(name) != 2 || !strchr("0123456789abcdef", name[0]) ||
+	    !strchr("0123456789abcdef", name[1]))
+		return 0;
+	memcpy(c->prefix, name, 3);
+	ret = each_entry(dir_fd, name, list_archive, c);
+	return ret == -ENOTDIR || ret == -ELOOP ? 0 : ret;
+}
+
+/* Sorted by name; mtimes and sizes follow the same order. */
+static int list_all(const struct ckpt_store *st, struct list_ctx *c,
+		    struct strbuf *err)
+{
+	int ret = each_entry(st->root_fd, ".", list_fanout, c);
+	size_t n = c->out->n;
+
+	if (ret) {
+		strbuf_addf(err, "cannot list %s: %s", st->root, strerror(-ret));
+		return ret;
+	}
+	/* few thousand names at most: an insertion sort keeps the three
+	 * arrays together without an index */
+	for (size_t i = 1; i < n; i++)
+		for (size_t j = i; j > 0 && strcmp(c->out->names[j - 1], c->out->names[j]) > 0; j--) {
+			char tmp[CKPT_NAME_MAX];
+			time_t t = c->mtimes[j];
+			uint64_t s = c->sizes[j];
+
+			memcpy(tmp, c->out->names[j], CKPT_NAME_MAX);
+			memcpy(c->out->names[j], c->out->names[j - 1], CKPT_NAME_MAX);
+			memcpy(c->out->names[j - 1], tmp, CKPT_NAME_MAX);
+			c->mtimes[j] = c->mtimes[j - 1];
+			c->mtimes[j - 1] = t;
+			c->sizes[j] = c->sizes[j - 1];
+			c->sizes[j - 1] = s;
+		}
+	return 0;
+}
+
+int ckpt_list(struct ckpt_store *st, struct ckpt_list *out, struct strbuf *err)
+{
+	struct list_ctx c = { .out = out };
+	int ret;
+
+	out->names = NULL;
+	out->n = 0;
+	ret = list_all(st, &c, err);
+	free(c.mtimes);
+	free(c.sizes);
+	if (ret)
+		ckpt_list_release(out);
+	return ret;
+}
+
+void ckpt_list_release(struct ckpt_list *l)
+{
+	free(l->names);
+	l->names = NULL;
+	l->n = 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Writing                                                            */
+
+/* Where the base checkpoint keeps one content. */
+struct shared {
+	const char *sha;
+	uint64_t size;
+	size_t loc; /* index into the location table */
+};
+
+struct location {
+	const char *name;
+	uint64_t stored_size; /* what the archive holds */
+	uint64_t used;        /* bytes the new checkpoint would use of it */
+	size_t refs;          /* contents it would use (empty ones too) */
+	int keep;
+};
+
+static int cmp_shared(const void *a, const void *b)
+{
+	return strcmp(((const struct shared *)a)->sha, ((const struct shared *)b)->sha);
+}
+
+static int cmp_source(const void *a, const void *b)
+{
+	return strcmp(((const struct ckpt_pm_source *)a)->name,
+		      ((const struct ckpt_pm_source *)b)->name);
+}
+
+static int cmp_source_name(const void *key, const void *elem)
+{
+	return strcmp(key, ((const struct ckpt_pm_source *)elem)->name);
+}
+
+/* Distinct contents of base, by sha256, each with its location: base's
+ * sources (sorted) keep their index, base itself comes last. */
+static struct shared *base_contents(const struct ckpt_pm *base, size_t *n)
+{
+	const struct manifest *bm = &base->m;
+	struct shared *sh = xcalloc(bm->n + 1, sizeof(*sh));
+	size_t k = 0;
+
+	for (size_t j = 0; j < bm->n; j++) {
+		const struct ckpt_pm_source *src = NULL;
+
+		if (base->in[j])
+			src = bsearch(base->in[j], base->sources, base->nsources,
+				      sizeof(*base->sources), cmp_source_name);
+		sh[j].sha = bm->v[j].sha256;
+		sh[j].size = bm->v[j].size;
+		/* a checked manifest lists every "in" among its sources */
+		sh[j].loc = src ? (size_t)(src - base->sources) : base->nsources;
+	}
+	if (bm->n > 1)
+		qsort(sh, bm->n, sizeof(*sh), cmp_shared);
+	for (size_t j = 0; j < bm->n; j++)
+		if (!k || strcmp(sh[k - 1].sha, sh[j].sha))
+			sh[k++] = sh[j];
+	*n = k;
+	return sh;
+}
+
+/*
+ * Points pm's entries at the archives where base already keeps their
+ * contents. Only a content base has is shared, so references never chain:
+ * an "in" names the archive that stores the bytes. An archive whose
+ * contents are now mostly unused is not shared any more (its few live
+ * contents are stored again), so it can be collected once older
+ * checkpoints go.
+ */
+static void share_with_base(const struct ckpt_store *st, struct ckpt_pm *pm,
+			    const struct ckpt_pm *base, const char *base_name)
+{
+	size_t nlocs = base->nsources + 1, nsh, j = 0;
+	struct location *locs = xcalloc(nlocs, sizeof(*locs));
+	struct shared *sh = base_contents(base, &nsh);
+	size_t *idx = ckpt_pm_order_by_sha(&pm->m);
+
+	for (size_t l = 0; l < base->nsources; l++) {
+		locs[l].name = base->sources[l].name;
+		locs[l].stored_size = base->sources[l].stored_size;
+	}
+	locs[base->nsources].name = base_name;
+	locs[base->nsources].stored_size = base->stored_size;
+	/* bytes of each location the new checkpoint would use: a merge of
+	 * two sha-ordered lists */
+	for (size_t k = 0; k < pm->m.n; k++) {
+		const struct manifest_entry *e = &pm->m.v[idx[k]];
+
+		if (k && !strcmp(pm->m.v[idx[k - 1]].sha256, e->sha256))
+			continue;
+		while (j < nsh && strcmp(sh[j].sha, e->sha256) < 0)
+			j++;
+		if (j < nsh && !strcmp(sh[j].sha, e->sha256) && sh[j].size == e->size) {
+			locs[sh[j].loc].used += e->size;
+			locs[sh[j].loc].refs++;
+		}
+	}
+	for (size_t l = 0; l < nlocs; l++) {
+		struct location *L = &locs[l];
+		uint64_t dead = L->stored_size > L->used ? L->stored_size - L->used : 0;
+		struct stat s;
+
+		L->keep = L->refs > 0 &&
+			  fstatat(st->root_fd, L->name, &s, AT_SYMLINK_NOFOLLOW) == 0 &&
+			  S_ISREG(s.st_mode) &&
+			  !(dead > REPACK_MIN_DEAD && L->used < dead / 3);
+		if (L->keep) {
+			snprintf(pm->sources[pm->nsources].name, CKPT_NAME_MAX, "%s", L->name);
+			pm->sources[pm->nsources++].stored_size = L->stored_size;
+		}
+	}
+	for (size_t i = 0; i < pm->m.n; i++) {
+		struct shared key = { .sha = pm->m.v[i].sha256 };
+		const struct shared *hit = bsearch(&key, sh, nsh, sizeof(*sh), cmp_shared);
+
+		if (hit && hit->size == pm->m.v[i].size && locs[hit->loc].keep)
+			pm->in[i] = xstrdup(locs[hit->loc].name);
+	}
+	if (pm->nsources > 1)
+		qsort(pm->sources, pm->nsources, sizeof(*pm->sources), cmp_source);
+	free(idx);
+	free(sh);
+	free(locs);
+}
+
+/* Reads base's manifest; any failure just means nothing is shared. */
+static void plan_sharing(const struct ckpt_store *st, struct ckpt_pm *pm,
+			 const char *base_name, const char *base_sha)
+{
+	struct ckpt_pack_reader r;
+	struct strbuf why = STRBUF_INIT;
+	int ret;
+
+	pm->sources = xcalloc(pm->m.n + 2, sizeof(*pm->sources));
+	if (!base_name)
+		return;
+	ret = ckpt_pack_open(&r, st->root_fd, base_name, base_sha, &st->lim, &why);
+	if (!ret)
+		ret = ckpt_pack_finish(&r, &why);
+	if (!ret)
+		share_with_base(st, pm, &r.pm, base_name);
+	else
+		log_warn("checkpoint store %s: base unusable, storing every file: %s",
+			 st->root, why.buf);
+	ckpt_pack_close(&r);
+	strbuf_release(&why);
+}
+
+static int temp_name(struct strbuf *out)
+{
+	unsigned char rnd[12];
+	char hex[25];
+
+	if (random_bytes(rnd, sizeof(rnd)) < 0)
+		return -EIO;
+	hex_encode(rnd, sizeof(rnd), hex);
+	strbuf_addf(out, TMP_DIR "/%s.tmp", hex);
+	return 0;
+}
+
+static int sys_fail(struct strbuf *err, const char *what, const char *name)
+{
+	int e = errno;
+
+	strbuf_addf(err, "%s %s: %s", what, name, strerror(e));
+	return -e;
+}
+
+/* Writes the archive's bytes to the open temp file fd. */
+static int write_contents(struct ckpt_pm *pm, int fd, ckpt_open_fn open_file,
+			  void *ctx, char sha[SHA256_HEX_LEN + 1],
+			  uint64_t *size, struct strbuf *err)
+{
+	struct ckpt_pack_writer w;
+	struct strbuf json = STRBUF_INIT;
+	size_t *idx = ckpt_pm_order_by_sha(&pm->m);
+	int ret, first = 1;
+
+	ret = ckpt_pm_to_json(pm, &json);
+	if (!ret)
+		ret = ckpt_pack_writer_open(&w, fd, err);
+	else
+		memset(&w, 0, sizeof(w));
+	if (!ret)
+		ret = ckpt_pack_write_manifest(&w, json.buf, json.len, err);
+	if (!ret)
+		ckpt_crash_point("ckpt_write", 3);
+	for (size_t k = 0; !ret && k < pm->m.n; k++) {
+		const struct manifest_entry *e = &pm->m.v[idx[k]];
+		int src;
+
+		/* stored contents only, each once (the first path holding it) */
+		if (pm->in[idx[k]] || (k && !strcmp(pm->m.v[idx[k - 1]].sha256, e->sha256)))
+			continue;
+		src = open_file(ctx, e->path);
+		if (src < 0) {
+			strbuf_addstr(err, "cannot open ");
+			ckpt_quote(err, e->path);
+			ret = -EAGAIN;
+			break;
+		}
+		ret = ckpt_pack_write_object(&w, e->sha256, e->size, src, e->path, err);
+		close(src);
+		if (!ret && first)
+			ckpt_crash_point("ckpt_write", 4);
+		first = 0;
+	}
+	if (!ret)
+		ret = ckpt_pack_writer_close(&w, sha, size, err);
+	ckpt_pack_writer_free(&w);
+	free(idx);
+	strbuf_release(&json);
+	return ret;
+}
+
+/* Makes the fan-out folder of name exist durably. */
+static int ensure_fanout(const struct ckpt_store *st, const char *name,
+			 struct strbuf *err)
+{
+	char dir[3] = { name[0], name[1], '\0' };
+
+	if (mkdirat(st->root_fd, dir, 0755) == 0) {
+		if (fsync(st->root_fd) < 0)
+			return sys_fail(err, "cannot fsync", st->root);
+	} else if (errno != EEXIST) {
+		return sys_fail(err, "cannot create folder", dir);
+	}
+	return 0;
+}
+
+static int fsync_fanout(const struct ckpt_store *st, const char *name,
+			struct strbuf *err)
+{
+	char dir[3] = { name[0], name[1], '\0' };
+	int fd = openat(st->root_fd, dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	int ret = 0;
+
+	if (fd < 0 || fsync(fd) < 0)
+		ret = sys_fail(err, "cannot fsync folder", dir);
+	if (fd >= 0)
+		close(fd);
+	return ret;
+}
+
+/* temp file, fsync, rename, folder fsync: the name appears complete or
+ * not at all. */
+static int publish_archive(const struct ckpt_store *st, struct ckpt_pm *pm,
+			   ckpt_open_fn open_file, void *ctx,
+			   struct ckpt_info *out, struct strbuf *err)
+{
+	struct strbuf tmp = STRBUF_INIT;
+	int fd = -1, ret;
+
+	ret = temp_name(&tmp);
+	if (ret)
+		goto out;
+	fd = openat(st->root_fd, tmp.buf, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		ret = sys_fail(err, "cannot create", tmp.buf);
+		goto out;
+	}
+	ckpt_crash_point("ckpt_write", 2);
+	ret = write_contents(pm, fd, open_file, ctx, out->sha256, &out->size, err);
+	if (ret)
+		goto out;
+	ckpt_crash_point("ckpt_write", 5);
+	if (fsync(fd) < 0) {
+		ret = sys_fail(err, "cannot fsync", tmp.buf);
+		goto out;
+	}
+	close(fd);
+	fd = -1;
+	ckpt_crash_point("ckpt_write", 6);
+	ckpt_name_from_sha(out->sha256, out->name);
+	ret = ensure_fanout(st, out->name, err);
+	if (ret)
+		goto out;
+	ckpt_crash_point("ckpt_write", 7);
+	if (renameat(st->root_fd, tmp.buf, st->root_fd, out->name) < 0) {
+		ret = sys_fail(err, "cannot rename to", out->name);
+		goto out;
+	}
+	ckpt_crash_point("ckpt_write", 8);
+	ret = fsync_fanout(st, out->name, err);
+	if (!ret)
+		ckpt_crash_point("ckpt_write", 9);
+out:
+	if (fd >= 0)
+		close(fd);
+	if (ret && tmp.len)
+		unlinkat(st->root_fd, tmp.buf, 0);
+	strbuf_release(&tmp);
+	return ret;
+}
+
+int ckpt_write(struct ckpt_store *st, const struct manifest *m,
+	       const char *base_name, const char *base_sha256,
+	       ckpt_open_fn open_file, void *ctx, struct ckpt_info *out,
+	       struct strbuf *err)
+{
+	struct ckpt_pm pm;
+	int lock = -1, ret = 0;
+
+	memset(out, 0, sizeof(*out));
+	ckpt_pm_init(&pm);
+	pm.in = xcalloc(m->n + 1, sizeof(*pm.in));
+	for (size_t i = 0; !ret && i < m->n; i++)
+		if (manifest_add(&pm.m, m->v[i].path, m->v[i].size, m->v[i].sha256,
+				 m->v[i].mode) < 0) {
+			strbuf_addstr(err, "file ");
+			ckpt_quote(err, m->v[i].path);
+			strbuf_addstr(err, ": bad manifest entry");
+			ret = -EINVAL;
+		}
+	if (!ret)
+		ret = ckpt_pm_check(&pm, &st->lim, err);
+	if (ret)
+		goto out;
+	lock = store_lock(st, LOCK_SH, err);
+	if (lock < 0) {
+		ret = lock;
+		goto out;
+	}
+	ckpt_crash_point("ckpt_write", 1);
+	plan_sharing(st, &pm, base_name, base_sha256);
+	ret = ckpt_pm_check(&pm, &st->lim, err);
+	if (!ret)
+		ret = publish_archive(st, &pm, open_file, ctx, out, err);
+	if (!ret) {
+		out->file_count = (unsigned)pm.m.n;
+		out->content_size = pm.m.total_size;
+		out->stored_count = (unsigned)pm.stored_count;
+		out->stored_size = pm.stored_size;
+	}
+out:
+	store_unlock(lock);
+	ckpt_pm_release(&pm);
+	if (ret)
+		memset(out, 0, sizeof(*out));
+	return ret;
+}
+
+/* ------------------------------------------------------------------ */
+/* Reading                                                            */
+
+static int got_verify(void *ctx, struct ckpt_pack_reader *r, struct strbuf *err)
+{
+	(void)ctx;
+	return ckpt_pack_copy(r, NULL, NULL, err);
+}
+
+int ckpt_verify(struct ckpt_store *st, const char *name,
+		const char *expected_sha256, struct strbuf *err)
+{
+	struct ckpt_pack_reader r;
+	int ret = ckpt_pack_open(&r, st->root_fd, name, expected_sha256, &st->lim, err);
+
+	if (!ret)
+		ret = ckpt_pack_fetch(&r, st->root_fd, NULL, got_verify, NULL, err);
+	ckpt_pack_close(&r);
+	return ret;
+}
+
+int ckpt_read_manifest(struct ckpt_store *st, const char *name,
+		       const char *expected_sha256, struct manifest *out,
+		       struct strbuf *err)
+{
+	struct ckpt_pack_reader r;
+	int ret = ckpt_pack_open(&r, st->root_fd, name, expected_sha256, &st->lim, err);
+
+	manifest_init(out);
+	if (!ret)
+		ret = ckpt_pack_finish(&r, err);
+	if (!ret)
+		ckpt_pm_take_manifest(&r.pm, out);
+	ckpt_pack_close(&r);
+	return ret;
+}
+
+static int sink_strbuf(void *ctx, const void *data, size_t len)
+{
+	return strbuf_add(ctx, data, len) < 0 ? -EFBIG : 0;
+}
+
+static int got_file(void *ctx, struct ckpt_pack_reader *r, struct strbuf *err)
+{
+	return ckpt_pack_copy(r, sink_strbuf, ctx, err);
+}
+
+int ckpt_read_file(struct ckpt_store *st, const char *name,
+		   const char *expected_sha256, const char *path, size_t cap,
+		   struct strbuf *out, struct strbuf *err)
+{
+	struct ckpt_pack_reader r;
+	struct strbuf data = STRBUF_INIT;
+	const struct manifest_entry *e = NULL;
+	int ret = ckpt_pack_open(&r, st->root_fd, name, expected_sha256, &st->lim, err);
+
+	if (!ret)
+		e = manifest_find(&r.pm.m, path);
+	if (!ret && !e) {
+		ret = ckpt_pack_finish(&r, err);
+		if (!ret) {
+			strbuf_addf(err, "checkpoint %s has no file ", name);
+			ckpt_quote(err, path);
+			ret = -ENOENT;
+		}
+	} else if (!ret && e->size > cap) {
+		strbuf_addstr(err, "file ");
+		ckpt_quote(err, path);
+		strbuf_addf(err, " is %llu bytes, more than %zu",
+			    (unsigned long long)e->size, cap);
+		ret = -EFBIG;
+	} else if (!ret) {
+		strbuf_init_capped(&data, (size_t)e->size);
+		ret = ckpt_pack_fetch(&r, st->root_fd, e->sha256, got_file, &data, err);
+		if (!ret && strbuf_add(out, data.buf, data.len) < 0)
+			ret = -EFBIG;
+	}
+	ckpt_pack_close(&r);
+	strbuf_release(&data);
+	return ret;
+}
+
+/* ------------------------------------------------------------------ */
+/* Garbage collection                                                 */
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int cmp_name(const void *key, const void *elem)
+{
+	return strcmp(key, elem);
+}
+
+/* Marks name's own entry and the archives it needs. */
+static int mark_from(const struct ckpt_store *st, const struct ckpt_list *all,
+		     unsigned char *marked, size_t i, struct strbuf *err)
+{
+	struct ckpt_pack_reader r;
+	char sha[SHA256_HEX_LEN + 1];
+	int ret;
+
+	ckpt_name_parse(all->names[i], sha);
+	ret = ckpt_pack_open(&r, st->root_fd, all->names[i], sha, &st->lim, err);
+	if (!ret)
+		ret = ckpt_pack_finish(&r, err);
+	for (size_t s = 0; !ret && s < r.pm.nsources; s++) {
+		const char (*hit)[CKPT_NAME_MAX] = bsearch(r.pm.sources[s].name, all->names,
+							   all->n, sizeof(*all->names), cmp_name);
+
+		if (hit)
+			marked[hit - all->names] = 1;
+		else
+			log_warn("checkpoint %s needs %s, which is missing", all->names[i],
+				 r.pm.sources[s].name);
+	}
+	ckpt_pack_close(&r);
+	return ret;
+}
+
+static int sweep(const struct ckpt_store *st, const struct list_ctx *c,
+		 const unsigned char *marked, time_t cutoff,
+		 struct ckpt_gc_stats *stats, struct strbuf *err)
+{
+	const struct ckpt_list *all = c->out;
+	char last_dir[3] = "";
+	int ret = 0;
+
+	for (size_t i = 0; i < all->n; i++) {
+		if (marked[i] || c->mtimes[i] > cutoff) {
+			stats->archives_kept++;
+			continue;
+		}
+		if (unlinkat(st->root_fd, all->names[i], 0) < 0) {
+			if (errno == ENOENT)
+				continue;
+			ret = sys_fail(err, "cannot remove", all->names[i]);
+			break;
+		}
+		stats->archives_removed++;
+		stats->bytes_freed += c->sizes[i];
+		if (stats->archives_removed == 1)
+			ckpt_crash_point("ckpt_gc", 2);
+		/* names are sorted: one fsync per fan-out folder touched */
+		if (last_dir[0] && memcmp(last_dir, all->names[i], 2))
+			fsync_fanout(st, last_dir, err);
+		memcpy(last_dir, all->names[i], 2);
+	}
+	if (last_dir[0] && fsync_fanout(st, last_dir, err) < 0 && !ret)
+		ret = -EIO;
+	return ret;
+}
+
+struct temp_gc {
+	time_t cutoff;
+	unsigned removed;
+};
+
+static int remove_old_temp(void *vctx, int dir_fd, const char *name)
+{
+	struct temp_gc *t = vctx;
+	struct stat st;
+
+	if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    st.st_mtime <= t->cutoff && unlinkat(dir_fd, name, 0) == 0)
+		t->removed++;
+	return 0;
+}
+
+int ckpt_gc(struct ckpt_store *st, const char *const *live_names, size_t nlive,
+	    int64_t grace_seconds, struct ckpt_gc_stats *stats,
+	    struct strbuf *err)
+{
+	struct ckpt_list all = { NULL, 0 };
+	struct list_ctx c = { .out = &all };
+	const char **live = xcalloc(nlive + 1, sizeof(*live));
+	unsigned char *marked = NULL;
+	struct temp_gc temps;
+	time_t cutoff = time(NULL) - (time_t)(grace_seconds > 0 ? grace_seconds : 0);
+	int lock, ret;
+
+	memset(stats, 0, sizeof(*stats));
+	for (size_t i = 0; i < nlive; i++) {
+		if (ckpt_name_parse(live_names[i], NULL) < 0) {
+			strbuf_addstr(err, "malformed live checkpoint name ");
+			ckpt_quote(err, live_names[i] ? live_names[i] : "");
+			free(live);
+			return -EINVAL;
+		}
+		live[i] = live_names[i];
+	}
+	if (nlive > 1)
+		qsort(live, nlive, sizeof(*live), cmp_str);
+	lock = store_lock(st, LOCK_EX, err);
+	if (lock < 0) {
+		free(live);
+		return lock;
+	}
+	ret = list_all(st, &c, err);
+	if (ret)
+		goto out;
+	marked = xcalloc(all.n + 1, 1);
+	for (size_t i = 0; i < nlive; i++)
+		if ((i == 0 || strcmp(live[i - 1], live[i])) &&
+		    !bsearch(live[i], all.names, all.n, sizeof(*all.names), cmp_name))
+			stats->live_missing++;
+	/* roots: live or young; each root keeps what it needs */
+	for (size_t i = 0; !ret && i < all.n; i++) {
+		const char *name = all.names[i];
+
+		if (c.mtimes[i] <= cutoff &&
+		    !bsearch(&name, live, nlive, sizeof(*live), cmp_str))
+			continue;
+		marked[i] = 1;
+		ret = mark_from(st, &all, marked, i, err);
+	}
+	if (ret) {
+		strbuf_addstr(err, " (nothing removed)");
+		goto out;
+	}
+	ckpt_crash_point("ckpt_gc", 1);
+	ret = sweep(st, &c, marked, cutoff, stats, err);
+	ckpt_crash_point("ckpt_gc", 3);
+	temps.cutoff = cutoff;
+	temps.removed = 0;
+	each_entry(st->root_fd, TMP_DIR, remove_old_temp, &temps);
+	stats->temps_removed = temps.removed;
+out:
+	store_unlock(lock);
+	free(marked);
+	free(c.mtimes);
+	free(c.sizes);
+	ckpt_list_release(&all);
+	free(live);
+	return ret;
+}

@@ -1,0 +1,172 @@
+/*
+ * kiln-api - the FastCGI server of Kiln's admin API.
+ *
+ * A master process opens the two listening sockets and supervises two pools
+ * (prefork.c): the API pool, one request at a time per pre-forked process,
+ * and the stream pool, whose processes each hold many SSE streams
+ * (stream_server.c).
+ */
+#include <errno.h>
+#include <fcgiapp.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "config.h"
+#include "fileutil.h"
+#include "log.h"
+#include "prefork.h"
+#include "services.h"
+#include "stream_server.h"
+#include "util.h"
+
+/* Request paths go to the log; keep control bytes out of it. */
+static void log_request(const struct http_request *req, int status)
+{
+	char path[256];
+	const char *u = req->uri;
+	size_t i;
+
+	for (i = 0; i + 1 < sizeof(path) && u[i] && u[i] != '?'; i++)
+		path[i] = (u[i] < 0x20 || u[i] == 0x7f) ? '?' : u[i];
+	path[i] = '\0';
+	log_info("%s %s %d %lldms", req->method, path, status,
+		 (long long)(mono_ms() - req->started_ms));
+}
+
+static void handle_request(struct services *svc, FCGX_Request *fr)
+{
+	struct http_request req;
+	struct http_response res;
+	struct rctx c;
+
+	http_request_read(&req, fr->envp, fr->in, (size_t)svc->cfg->max_body_bytes);
+	http_response_init(&res);
+	memset(&c, 0, sizeof(c));
+	c.svc = svc;
+	c.req = &req;
+	c.res = &res;
+	if (!svc->db.conn)
+		db_ping(&svc->db);
+	api_dispatch(&c);
+	http_send(fr->out, &res);
+	log_request(&req, res.status);
+	http_response_release(&res);
+	http_request_release(&req);
+}
+
+static void api_worker(void *arg, int listen_fd, struct worker_slot *slot)
+{
+	struct config *cfg = arg;
+	struct services svc;
+	struct strbuf err = STRBUF_INIT;
+	FCGX_Request fr;
+	int64_t served = 0;
+
+	log_set_prog("kiln-api");
+	if (services_init(&svc, cfg, &err) < 0) {
+		log_error("worker start: %s", err.buf);
+		strbuf_release(&err);
+		_exit(1);
+	}
+	FCGX_Init();
+	FCGX_InitRequest(&fr, listen_fd, FCGI_FAIL_ACCEPT_ON_INTR);
+	while (!worker_stop && served < cfg->max_requests_per_worker) {
+		if (FCGX_Accept_r(&fr) < 0) {
+			if (worker_stop)
+				break;
+			if (errno == EINTR)
+				continue;
+			log_error("accept failed: %s", strerror(errno));
+			break;
+		}
+		slot->busy_since_ms = mono_ms();
+		handle_request(&svc, &fr);
+		FCGX_Finish_r(&fr);
+		slot->busy_since_ms = 0;
+		slot->requests++;
+		served++;
+	}
+	FCGX_Free(&fr, 0);
+	services_release(&svc);
+	strbuf_release(&err);
+}
+
+static void usage(void)
+{
+	fputs("usage: kiln-api [--config FILE]\n", stderr);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct strbuf err = STRBUF_INIT, dir = STRBUF_INIT;
+	struct pool_spec pools[2];
+	struct config cfg;
+	struct stream_server_args sargs;
+	unsigned char secret[32];
+	const char *cfgpath = NULL;
+	int opt, api_fd, stream_fd, rc;
+
+	log_set_prog("kiln-api");
+	while ((opt = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+		if (opt == 'c') {
+			cfgpath = optarg;
+		} else {
+			usage();
+			return opt == 'h' ? 0 : 2;
+		}
+	}
+	if (config_load(&cfg, cfgpath, &err) < 0) {
+		log_error("config: %s", err.buf);
+		return 1;
+	}
+	state_path(&cfg, &dir, "run");
+	if (mkdir_p(dir.buf, 0755) < 0) {
+		log_error("cannot create %s", dir.buf);
+		return 1;
+	}
+	if (services_secret_ensure(&cfg, secret, &err) < 0) {
+		log_error("%s", err.buf);
+		return 1;
+	}
+	api_fd = listen_socket(cfg.listen, &err);
+	stream_fd = api_fd < 0 ? -1 : listen_socket(cfg.stream_listen, &err);
+	if (api_fd < 0 || stream_fd < 0) {
+		log_error("%s", err.buf);
+		return 1;
+	}
+	memset(pools, 0, sizeof(pools));
+	pools[0].name = "api";
+	pools[0].listen_fd = api_fd;
+	pools[0].nprocs = (int)cfg.workers;
+	pools[0].request_timeout_ms = cfg.request_timeout_s * 1000;
+	pools[0].worker_main = api_worker;
+	pools[0].arg = &cfg;
+	sargs.cfg = &cfg;
+	pools[1].name = "stream";
+	pools[1].listen_fd = stream_fd;
+	pools[1].nprocs = (int)cfg.stream_processes;
+	pools[1].request_timeout_ms = 0; /* streams are long by design */
+	pools[1].worker_main = stream_worker_main;
+	pools[1].arg = &sargs;
+	log_info("listening on %s (api, %d workers) and %s (streams, %d processes)",
+		 cfg.listen, pools[0].nprocs, cfg.stream_listen, pools[1].nprocs);
+	rc = prefork_run(pools, 2, cfg.shutdown_grace_s * 1000);
+	close(api_fd);
+	close(stream_fd);
+	if (cfg.listen[0] == '/' || !strncmp(cfg.listen, "unix:", 5))
+		unlink(cfg.listen + (cfg.listen[0] == '/' ? 0 : 5));
+	if (cfg.stream_listen[0] == '/' || !strncmp(cfg.stream_listen, "unix:", 5))
+		unlink(cfg.stream_listen + (cfg.stream_listen[0] == '/' ? 0 : 5));
+	config_release(&cfg);
+	strbuf_release(&err);
+	strbuf_release(&dir);
+	return rc < 0 ? 1 : 0;
+}

@@ -1,0 +1,540 @@
+/* cmdpolicy.c - loading the command policy and checking argv against it
+ * (see cmdpolicy.h for the file format). */
+#include "cmdpolicy.h"
+
+#include <errno.h>
+#include <json-c/json.h>
+#include <string.h>
+
+#include "fileutil.h"
+#include "util.h"
+
+#define POLICY_FILE_CAP (1024 * 1024)
+#define POLICY_PROGRAMS_LIMIT 256
+#define POLICY_LIST_LIMIT 1024
+#define POLICY_STRING_LIMIT 256
+/* How much of a hostile argument is echoed back in a denial message. */
+#define QUOTE_BYTES 64
+
+#define DEFAULT_TIMEOUT_MS 60000
+#define DEFAULT_MAX_TIMEOUT_MS 300000
+#define DEFAULT_OUTPUT_CAP 65536
+#define DEFAULT_MAX_ARGS 64
+#define DEFAULT_MAX_ARG_BYTES 4096
+
+/* Programs whose job is to run a shell string or another program: listing
+ * one would turn the allowlist into "anything". */
+static const char *const refused_programs[] = {
+	"sh", "bash", "dash", "ash", "zsh", "ksh", "mksh", "pdksh", "rbash",
+	"csh", "tcsh", "fish", "busybox", "env", "xargs", "nohup", "nice",
+	"ionice", "timeout", "setsid", "stdbuf", "sudo", "su", "doas",
+	"runuser", "setpriv", "chroot", "unshare", "nsenter", "bwrap", "flock",
+	"script", "watch", "strace", "ltrace", "gdb", "taskset", "chrt",
+	"time", "parallel", "ssh",
+};
+
+/* ---- loading ---- */
+
+static void list_release(struct cmdpolicy_list *l)
+{
+	size_t i;
+
+	for (i = 0; i < l->n; i++)
+		free(l->items[i]);
+	free(l->items);
+	l->items = NULL;
+	l->n = 0;
+}
+
+static int list_has(const struct cmdpolicy_list *l, const char *s)
+{
+	size_t i;
+
+	for (i = 0; i < l->n; i++)
+		if (!strcmp(l->items[i], s))
+			return 1;
+	return 0;
+}
+
+/* A policy string: non-empty, bounded, no embedded NUL. */
+static int policy_string(json_object *o, const char **out)
+{
+	const char *s;
+	int len;
+
+	if (!json_object_is_type(o, json_type_string))
+		return -1;
+	s = json_object_get_string(o);
+	len = json_object_get_string_len(o);
+	if (len <= 0 || len > POLICY_STRING_LIMIT || strlen(s) != (size_t)len)
+		return -1;
+	*out = s;
+	return 0;
+}
+
+static int load_list(json_object *o, const char *what, struct cmdpolicy_list *l,
+		     struct strbuf *err)
+{
+	size_t n, i;
+
+	if (!json_object_is_type(o, json_type_array)) {
+		strbuf_addf(err, "%s must be an array of strings", what);
+		return -1;
+	}
+	n = json_object_array_length(o);
+	if (n > POLICY_LIST_LIMIT) {
+		strbuf_addf(err, "%s has more than %d entries", what, POLICY_LIST_LIMIT);
+		return -1;
+	}
+	l->items = xcalloc(n ? n : 1, sizeof(*l->items));
+	for (i = 0; i < n; i++) {
+		const char *s;
+
+		if (policy_string(json_object_array_get_idx(o, i), &s) < 0) {
+			strbuf_addf(err, "%s[%zu] must be a non-empty string of at most %d bytes",
+				    what, i, POLICY_STRING_LIMIT);
+			return -1;
+		}
+		l->items[l->n++] = xstrdup(s);
+	}
+	return 0;
+}
+
+static int load_int(json_object *o, const char *what, int64_t min, int64_t max,
+		    int64_t *out, struct strbuf *err)
+{
+	int64_t v;
+
+	if (!json_object_is_type(o, json_type_int)) {
+		strbuf_addf(err, "%s must be an integer", what);
+		return -1;
+	}
+	errno = 0;
+	v = json_object_get_int64(o);
+	if (errno || v < min || v > max) {
+		strbuf_addf(err, "%s must be between %lld and %lld", what,
+			    (long long)min, (long long)max);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+static const char *base_name(const char *name)
+{
+	const char *slash = strrchr(name, '/');
+
+	return slash ? slash + 1 : name;
+}
+
+static int load_program(struct cmdpolicy_program *prog, const char *name,
+			json_object *o, const struct cmdpolicy *p, struct strbuf *err)
+{
+	struct strbuf what = STRBUF_INIT;
+	int ret = -1;
+	size_t i;
+
+	prog->name = xstrdup(name);
+	if (!*name || strlen(name) > POLICY_STRING_LIMIT) {
+		strbuf_addf(err, "program names must be 1 to %d bytes", POLICY_STRING_LIMIT);
+		goto out;
+	}
+	for (i = 0; i < ARRAY_SIZE(refused_programs); i++) {
+		if (!strcmp(base_name(name), refused_programs[i])) {
+			strbuf_addf(err, "program '%s' runs other programs or shell strings "
+				    "and cannot be allowed", name);
+			goto out;
+		}
+	}
+	if (!json_object_is_type(o, json_type_object)) {
+		strbuf_addf(err, "programs.%s must be an object", name);
+		goto out;
+	}
+	json_object_object_foreach(o, key, val) {
+		int64_t v;
+
+		strbuf_reset(&what);
+		strbuf_addf(&what, "programs.%s.%s", name, key);
+		if (!strcmp(key, "subcommands")) {
+			prog->has_subcommands = 1;
+			if (load_list(val, what.buf, &prog->subcommands, err) < 0)
+				goto out;
+		} else if (!strcmp(key, "script_subcommands")) {
+			if (load_list(val, what.buf, &prog->script_subcommands, err) < 0)
+				goto out;
+		} else if (!strcmp(key, "scripts")) {
+			if (load_list(val, what.buf, &prog->scripts, err) < 0)
+				goto out;
+		} else if (!strcmp(key, "deny_args")) {
+			if (load_list(val, what.buf, &prog->deny_args, err) < 0)
+				goto out;
+		} else if (!strcmp(key, "timeout_ms")) {
+			if (load_int(val, what.buf, 1, p->max_timeout_ms, &v, err) < 0)
+				goto out;
+			prog->timeout_ms = v;
+		} else if (!strcmp(key, "output_cap")) {
+			if (load_int(val, what.buf, 1, CMDPOLICY_OUTPUT_CAP_LIMIT, &v, err) < 0)
+				goto out;
+			prog->output_cap = (size_t)v;
+		} else {
+			strbuf_addf(err, "unknown key %s", what.buf);
+			goto out;
+		}
+	}
+	if (prog->script_subcommands.n && !json_object_object_get_ex(o, "scripts", NULL)) {
+		strbuf_addf(err, "programs.%s has script_subcommands but no scripts", name);
+		goto out;
+	}
+	ret = 0;
+out:
+	strbuf_release(&what);
+	return ret;
+}
+
+/* Top-level numbers first: program entries are validated against them. */
+static int load_limits(struct cmdpolicy *p, json_object *root, struct strbuf *err)
+{
+	int64_t v;
+
+	json_object_object_foreach(root, key, val) {
+		if (!strcmp(key, "default_timeout_ms")) {
+			if (load_int(val, key, 1, CMDPOLICY_TIMEOUT_LIMIT_MS, &v, err) < 0)
+				return -1;
+			p->default_timeout_ms = v;
+		} else if (!strcmp(key, "max_timeout_ms")) {
+			if (load_int(val, key, 1, CMDPOLICY_TIMEOUT_LIMIT_MS, &v, err) < 0)
+				return -1;
+			p->max_timeout_ms = v;
+		} else if (!strcmp(key, "output_cap")) {
+			if (load_int(val, key, 1, CMDPOLICY_OUTPUT_CAP_LIMIT, &v, err) < 0)
+				return -1;
+			p->output_cap = (size_t)v;
+		} else if (!strcmp(key, "max_args")) {
+			if (load_int(val, key, 1, CMDPOLICY_ARGS_LIMIT, &v, err) < 0)
+				return -1;
+			p->max_args = (size_t)v;
+		} else if (!strcmp(key, "max_arg_bytes")) {
+			if (load_int(val, key, 1, CMDPOLICY_ARG_BYTES_LIMIT, &v, err) < 0)
+				return -1;
+			p->max_arg_bytes = (size_t)v;
+		} else if (strcmp(key, "programs")) {
+			strbuf_addf(err, "unknown key %s", key);
+			return -1;
+		}
+	}
+	if (p->default_timeout_ms > p->max_timeout_ms) {
+		strbuf_addstr(err, "default_timeout_ms is larger than max_timeout_ms");
+		return -1;
+	}
+	return 0;
+}
+
+int cmdpolicy_load_json(struct cmdpolicy *p, json_object *root, struct strbuf *err)
+{
+	json_object *programs;
+	size_t n;
+
+	memset(p, 0, sizeof(*p));
+	p->default_timeout_ms = DEFAULT_TIMEOUT_MS;
+	p->max_timeout_ms = DEFAULT_MAX_TIMEOUT_MS;
+	p->output_cap = DEFAULT_OUTPUT_CAP;
+	p->max_args = DEFAULT_MAX_ARGS;
+	p->max_arg_bytes = DEFAULT_MAX_ARG_BYTES;
+
+	if (!json_object_is_type(root, json_type_object)) {
+		strbuf_addstr(err, "the policy must be a JSON object");
+		return -1;
+	}
+	if (load_limits(p, root, err) < 0)
+		return -1;
+	if (!json_object_object_get_ex(root, "programs", &programs) ||
+	    !json_object_is_type(programs, json_type_object)) {
+		strbuf_addstr(err, "the policy needs a \"programs\" object");
+		return -1;
+	}
+	n = (size_t)json_object_object_length(programs);
+	if (n > POLICY_PROGRAMS_LIMIT) {
+		strbuf_addf(err, "more than %d programs", POLICY_PROGRAMS_LIMIT);
+		return -1;
+	}
+	p->programs = xcalloc(n ? n : 1, sizeof(*p->programs));
+	json_object_object_foreach(programs, name, val) {
+		if (load_program(&p->programs[p->nprograms++], name, val, p, err) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+int cmdpolicy_load(struct cmdpolicy *p, const char *path, struct strbuf *err)
+{
+	struct strbuf text = STRBUF_INIT;
+	json_tokener *tok = NULL;
+	json_object *root = NULL;
+	size_t mark, end;
+	int ret = -1, rc;
+
+	memset(p, 0, sizeof(*p));
+	rc = file_read_capped(path, POLICY_FILE_CAP, &text);
+	if (rc < 0) {
+		strbuf_addf(err, "cannot read %s: %s", path,
+			    rc == -EFBIG ? "file too large" : strerror(-rc));
+		goto out;
+	}
+	tok = json_tokener_new();
+	if (!tok) {
+		strbuf_addstr(err, "out of memory");
+		goto out;
+	}
+	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+	root = json_tokener_parse_ex(tok, text.buf, (int)text.len);
+	end = root ? json_tokener_get_parse_end(tok) : 0;
+	while (end < text.len && strchr(" \t\r\n", text.buf[end]) && text.buf[end])
+		end++;
+	if (!root || json_tokener_get_error(tok) != json_tokener_success || end != text.len) {
+		strbuf_addf(err, "%s is not valid JSON", path);
+		goto out;
+	}
+	mark = err->len;
+	strbuf_addf(err, "%s: ", path);
+	if (cmdpolicy_load_json(p, root, err) < 0)
+		goto out;
+	strbuf_setlen(err, mark);
+	ret = 0;
+out:
+	json_object_put(root);
+	if (tok)
+		json_tokener_free(tok);
+	strbuf_release(&text);
+	return ret;
+}
+
+void cmdpolicy_release(struct cmdpolicy *p)
+{
+	size_t i;
+
+	for (i = 0; i < p->nprograms; i++) {
+		struct cmdpolicy_program *prog = &p->programs[i];
+
+		free(prog->name);
+		list_release(&prog->subcommands);
+		list_release(&prog->script_subcommands);
+		list_release(&prog->scripts);
+		list_release(&prog->deny_args);
+	}
+	free(p->programs);
+	memset(p, 0, sizeof(*p));
+}
+
+/* ---- checking ---- */
+
+/* A hostile argument made safe to echo: control bytes become '?', long ones
+ * are cut (on a UTF-8 boundary) and marked. */
+static void quote_arg(struct strbuf *sb, const char *s)
+{
+	size_t len = strlen(s), take = len, i;
+
+	if (take > QUOTE_BYTES) {
+		take = QUOTE_BYTES;
+		while (take && ((unsigned char)s[take] & 0xC0) == 0x80)
+			take--;
+	}
+	strbuf_addch(sb, '\'');
+	for (i = 0; i < take; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		strbuf_addch(sb, c < 0x20 || c == 0x7f ? '?' : (char)c);
+	}
+	strbuf_addstr(sb, take < len ? "...'" : "'");
+}
+
+static void join_list(struct strbuf *sb, const struct cmdpolicy_list *l)
+{
+	size_t i;
+
+	for (i = 0; i < l->n; i++)
+		strbuf_addf(sb, "%s%s", i ? ", " : "", l->items[i]);
+}
+
+static int deny_pattern_matches(const char *pattern, const char *arg)
+{
+	size_t plen = strlen(pattern);
+
+	if (plen && pattern[plen - 1] == '*')
+		return !strncmp(arg, pattern, plen - 1);
+	return !strcmp(arg, pattern);
+}
+
+static const struct cmdpolicy_program *find_program(const struct cmdpolicy *p,
+						    const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < p->nprograms; i++)
+		if (!strcmp(p->programs[i].name, name))
+			return &p->programs[i];
+	return NULL;
+}
+
+static int deny(struct tool_error *err, struct strbuf *msg)
+{
+	tool_error_set(err, "command_denied", "%s", msg->buf);
+	strbuf_release(msg);
+	return -1;
+}
+
+static int check_program(const struct cmdpolicy_program *prog, const char *const *argv, size_t argc, struct strbuf *msg)
+{
+	size_t i, j;
+
+	for (i = 1; i < argc; i++) {
+		for (j = 0; j < prog->deny_args.n; j++) {
+			if (!deny_pattern_matches(prog->deny_args.items[j], argv[i]))
+				continue;
+			strbuf_addstr(msg, "argument ");
+			quote_arg(msg, argv[i]);
+			strbuf_addf(msg, " is denied for %s (rule '%s')", prog->name,
+				    prog->deny_args.items[j]);
+			return -1;
+		}
+	}
+	if (prog->has_subcommands) {
+		if (argc < 2 || !list_has(&prog->subcommands, argv[1])) {
+			if (argc < 2) {
+				strbuf_addf(msg, "%s needs a subcommand", prog->name);
+			} else {
+				strbuf_addstr(msg, "subcommand ");
+				quote_arg(msg, argv[1]);
+				strbuf_addf(msg, " is not allowed for %s", prog->name);
+			}
+			strbuf_addstr(msg, " (allowed: ");
+			join_list(msg, &prog->subcommands);
+			strbuf_addch(msg, ')');
+			return -1;
+		}
+	}
+	if (argc >= 3 && list_has(&prog->script_subcommands, argv[1]) &&
+	    !list_has(&prog->scripts, argv[2])) {
+		strbuf_addstr(msg, "script ");
+		quote_arg(msg, argv[2]);
+		strbuf_addf(msg, " is not allowed for '%s %s' (allowed: ", prog->name, argv[1]);
+		join_list(msg, &prog->scripts);
+		strbuf_addch(msg, ')');
+		return -1;
+	}
+	return 0;
+}
+
+int cmdpolicy_check(const struct cmdpolicy *p, const char *const *argv, size_t argc,
+		    int64_t requested_timeout_ms, int64_t *timeout_ms,
+		    size_t *output_cap, struct tool_error *err)
+{
+	struct strbuf msg = STRBUF_INIT;
+	const struct cmdpolicy_program *prog;
+	int64_t t;
+	size_t i;
+
+	if (!argv || argc == 0 || !argv[0] || !*argv[0]) {
+		strbuf_addstr(&msg, "argv must name a program");
+		return deny(err, &msg);
+	}
+	if (argc > p->max_args) {
+		strbuf_addf(&msg, "argv has %zu elements; the policy allows at most %zu",
+			    argc, p->max_args);
+		return deny(err, &msg);
+	}
+	for (i = 0; i < argc; i++) {
+		if (!argv[i]) {
+			strbuf_addf(&msg, "argv[%zu] is missing", i);
+			return deny(err, &msg);
+		}
+		if (strnlen(argv[i], p->max_arg_bytes + 1) > p->max_arg_bytes) {
+			strbuf_addf(&msg, "argv[%zu] is longer than the policy's %zu bytes",
+				    i, p->max_arg_bytes);
+			return deny(err, &msg);
+		}
+	}
+
+	prog = find_program(p, argv[0]);
+	if (!prog) {
+		strbuf_addstr(&msg, "program ");
+		quote_arg(&msg, argv[0]);
+		if (strchr(argv[0], '/')) {
+			strbuf_addstr(&msg, " is a path; only programs from the allowed "
+				      "list may run, by bare name");
+		} else {
+			strbuf_addstr(&msg, " is not in the allowed programs (");
+			for (i = 0; i < p->nprograms; i++)
+				strbuf_addf(&msg, "%s%s", i ? ", " : "", p->programs[i].name);
+			strbuf_addch(&msg, ')');
+		}
+		return deny(err, &msg);
+	}
+	if (check_program(prog, argv, argc, &msg) < 0)
+		return deny(err, &msg);
+
+	t = requested_timeout_ms > 0 ? requested_timeout_ms
+	    : prog->timeout_ms ? prog->timeout_ms : p->default_timeout_ms;
+	if (t > p->max_timeout_ms)
+		t = p->max_timeout_ms;
+	*timeout_ms = t;
+	*output_cap = prog->output_cap ? prog->output_cap : p->output_cap;
+	strbuf_release(&msg);
+	return 0;
+}
+
+int cmdpolicy_argv_from_json(json_object *arr, const char ***argv, size_t *argc,
+			     struct tool_error *err)
+{
+	const char **v;
+	size_t n, i;
+
+	*argv = NULL;
+	*argc = 0;
+	if (json_object_is_type(arr, json_type_string)) {
+		tool_error_set(err, "invalid_arguments",
+			       "argv must be an array of strings, never a shell string");
+		return -1;
+	}
+	if (!arr || !json_object_is_type(arr, json_type_array)) {
+		tool_error_set(err, "invalid_arguments", "argv must be an array of strings");
+		return -1;
+	}
+	n = json_object_array_length(arr);
+	if (n == 0) {
+		tool_error_set(err, "invalid_arguments", "argv must not be empty");
+		return -1;
+	}
+	if (n > CMDPOLICY_ARGS_LIMIT) {
+		tool_error_set(err, "invalid_arguments", "argv has %zu elements; at most %d",
+			       n, CMDPOLICY_ARGS_LIMIT);
+		return -1;
+	}
+	v = xcalloc(n + 1, sizeof(*v));
+	for (i = 0; i < n; i++) {
+		json_object *el = json_object_array_get_idx(arr, i);
+		const char *s;
+		size_t len;
+
+		if (!json_object_is_type(el, json_type_string)) {
+			tool_error_set(err, "invalid_arguments", "argv[%zu] is not a string", i);
+			goto fail;
+		}
+		s = json_object_get_string(el);
+		len = (size_t)json_object_get_string_len(el);
+		if (strlen(s) != len) {
+			tool_error_set(err, "invalid_arguments", "argv[%zu] contains a NUL byte", i);
+			goto fail;
+		}
+		if (!utf8_valid(s, len)) {
+			tool_error_set(err, "invalid_arguments", "argv[%zu] is not valid UTF-8", i);
+			goto fail;
+		}
+		v[i] = s;
+	}
+	*argv = v;
+	*argc = n;
+	return 0;
+fail:
+	free(v);
+	return -1;
+}

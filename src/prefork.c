@@ -1,0 +1,337 @@
+/* prefork.c - master/worker supervision (see prefork.h). */
+#include "prefork.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcgiapp.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "strbuf.h"
+#include "util.h"
+
+enum slot_state { SLOT_FREE, SLOT_RUNNING, SLOT_RETIRING, SLOT_WAITING };
+
+volatile sig_atomic_t worker_stop;
+
+/* A worker that dies this soon after it started counts as crash-looping. */
+#define QUICK_DEATH_MS 2000
+#define MAX_BACKOFF_MS 30000
+
+int listen_socket(const char *spec, struct strbuf *err)
+{
+	int fd = -1, one = 1;
+
+	if (!strncmp(spec, "unix:", 5))
+		spec += 5;
+	if (spec[0] == '/') {
+		struct sockaddr_un sa;
+
+		if (strlen(spec) >= sizeof(sa.sun_path)) {
+			strbuf_addf(err, "socket path too long: %s", spec);
+			return -1;
+		}
+		memset(&sa, 0, sizeof(sa));
+		sa.sun_family = AF_UNIX;
+		memcpy(sa.sun_path, spec, strlen(spec) + 1);
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			goto fail;
+		unlink(spec);
+		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+			goto fail;
+		/* nginx may run as another user; the folder guards access. */
+		chmod(spec, 0666);
+	} else {
+		struct sockaddr_in sa;
+		const char *colon = strrchr(spec, ':');
+		struct strbuf host = STRBUF_INIT;
+		unsigned port;
+
+		if (!colon || parse_uint(colon + 1, 65535, &port) < 0) {
+			strbuf_addf(err, "listen must be unix:/path or host:port, not %s", spec);
+			return -1;
+		}
+		strbuf_add(&host, spec, (size_t)(colon - spec));
+		memset(&sa, 0, sizeof(sa));
+		sa.sin_family = AF_INET;
+		sa.sin_port = htons((uint16_t)port);
+		if (inet_pton(AF_INET, host.buf, &sa.sin_addr) != 1) {
+			strbuf_addf(err, "bad listen address %s", host.buf);
+			strbuf_release(&host);
+			return -1;
+		}
+		strbuf_release(&host);
+		fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			goto fail;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+			goto fail;
+	}
+	if (listen(fd, 1024) < 0)
+		goto fail;
+	return fd;
+fail:
+	strbuf_addf(err, "listen on %s: %s", spec, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+static void on_worker_signal(int sig)
+{
+	(void)sig;
+	worker_stop = 1;
+	/* makes libfcgi's accept loop give up instead of retrying */
+	FCGX_ShutdownPending();
+}
+
+static pid_t spawn_worker(struct pool_spec *pool, struct worker_slot *slot, int pool_idx,
+			  unsigned generation)
+{
+	pid_t pid = fork();
+
+	if (pid < 0) {
+		log_error("fork: %s", strerror(errno));
+		return -1;
+	}
+	if (pid == 0) {
+		struct sigaction sa;
+		sigset_t none;
+
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_handler = on_worker_signal; /* no SA_RESTART: accept() must wake */
+		sigaction(SIGTERM, &sa, NULL);
+		sigaction(SIGINT, &sa, NULL);
+		sa.sa_handler = SIG_IGN;
+		sigaction(SIGPIPE, &sa, NULL);
+		sa.sa_handler = SIG_DFL;
+		sigaction(SIGHUP, &sa, NULL);
+		sigaction(SIGCHLD, &sa, NULL);
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (getppid() == 1)
+			_exit(0);
+		slot->busy_since_ms = 0;
+		pool->worker_main(pool->arg, pool->listen_fd, slot);
+		_exit(0);
+	}
+	slot->pid = pid;
+	slot->pool = pool_idx;
+	slot->state = SLOT_RUNNING;
+	slot->busy_since_ms = 0;
+	slot->requests = 0;
+	slot->started_ms = mono_ms();
+	slot->generation = generation;
+	return pid;
+}
+
+static struct worker_slot *find_slot(struct worker_slot *slots, int n, pid_t pid)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (slots[i].pid == pid && slots[i].state != SLOT_FREE)
+			return &slots[i];
+	return NULL;
+}
+
+static struct worker_slot *free_slot(struct worker_slot *slots, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (slots[i].state == SLOT_FREE)
+			return &slots[i];
+	return NULL;
+}
+
+static int count_live(struct worker_slot *slots, int n)
+{
+	int i, live = 0;
+
+	for (i = 0; i < n; i++)
+		if (slots[i].state == SLOT_RUNNING || slots[i].state == SLOT_RETIRING)
+			live++;
+	return live;
+}
+
+static void reap(struct worker_slot *slots, int nslots, struct pool_spec *pools, int stopping)
+{
+	int status;
+	pid_t pid;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		struct worker_slot *s = find_slot(slots, nslots, pid);
+		int64_t lived;
+
+		if (!s)
+			continue;
+		lived = mono_ms() - s->started_ms;
+		if (WIFSIGNALED(status) && WTERMSIG(status) != SIGTERM)
+			log_warn("%s worker %d killed by signal %d after %lld ms",
+				 pools[s->pool].name, (int)pid, WTERMSIG(status), (long long)lived);
+		else if (WIFEXITED(status) && WEXITSTATUS(status) != 0)
+			log_warn("%s worker %d exited with status %d", pools[s->pool].name,
+				 (int)pid, WEXITSTATUS(status));
+		if (s->state == SLOT_RETIRING || stopping) {
+			s->state = SLOT_FREE;
+			s->pid = 0;
+			continue;
+		}
+		/* A clean exit (recycling) is replaced at once; a crash right
+		 * after start backs off exponentially so a crash loop is no storm. */
+		if ((WIFSIGNALED(status) || WEXITSTATUS(status) != 0) && lived < QUICK_DEATH_MS) {
+			int64_t delay;
+
+			s->crashes++;
+			delay = 100LL << (s->crashes < 9 ? s->crashes : 9);
+			if (delay > MAX_BACKOFF_MS)
+				delay = MAX_BACKOFF_MS;
+			log_warn("%s worker crashed %u times in a row; respawning in %lld ms",
+				 pools[s->pool].name, s->crashes, (long long)delay);
+			s->respawn_at_ms = mono_ms() + delay;
+		} else {
+			s->crashes = 0;
+			s->respawn_at_ms = 0;
+		}
+		s->state = SLOT_WAITING;
+		s->pid = 0;
+	}
+}
+
+int prefork_run(struct pool_spec *pools, int npools, int64_t grace_ms)
+{
+	struct worker_slot *slots;
+	int nslots = 0, i, p, sfd, stopping = 0, ret = 0;
+	unsigned generation = 1;
+	size_t map_len;
+	sigset_t mask;
+	int64_t stop_deadline = 0;
+
+	for (p = 0; p < npools; p++)
+		nslots += pools[p].nprocs * 2; /* room for a full replacement on SIGHUP */
+	map_len = sizeof(*slots) * (size_t)nslots;
+	slots = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (slots == MAP_FAILED) {
+		log_error("mmap scoreboard: %s", strerror(errno));
+		return -1;
+	}
+	memset(slots, 0, map_len);
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGCHLD);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (sfd < 0) {
+		log_error("signalfd: %s", strerror(errno));
+		munmap(slots, map_len);
+		return -1;
+	}
+	for (p = 0, i = 0; p < npools; p++) {
+		int k;
+
+		for (k = 0; k < pools[p].nprocs; k++, i++)
+			spawn_worker(&pools[p], &slots[i], p, generation);
+		for (k = 0; k < pools[p].nprocs; k++, i++)
+			slots[i].pool = p;
+	}
+	log_info("master ready: %d pools", npools);
+
+	for (;;) {
+		struct pollfd pfd = { .fd = sfd, .events = POLLIN };
+		struct signalfd_siginfo si;
+		int64_t now;
+
+		poll(&pfd, 1, 100);
+		while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
+			if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+				if (!stopping) {
+					log_info("stopping: letting in-flight requests finish");
+					stopping = 1;
+					stop_deadline = mono_ms() + grace_ms;
+					for (i = 0; i < nslots; i++)
+						if (slots[i].pid > 0)
+							kill(slots[i].pid, SIGTERM);
+				}
+			} else if (si.ssi_signo == SIGHUP && !stopping) {
+				/* New generation first, then retire the old one: the
+				 * socket never closes and no request is refused. */
+				generation++;
+				log_info("SIGHUP: replacing workers (generation %u)", generation);
+				for (i = 0; i < nslots; i++)
+					if (slots[i].state == SLOT_RUNNING || slots[i].state == SLOT_WAITING) {
+						if (slots[i].pid > 0) {
+							slots[i].state = SLOT_RETIRING;
+							kill(slots[i].pid, SIGTERM);
+						} else {
+							slots[i].state = SLOT_FREE;
+						}
+					}
+				for (p = 0; p < npools; p++) {
+					int k;
+
+					for (k = 0; k < pools[p].nprocs; k++) {
+						struct worker_slot *s = free_slot(slots, nslots);
+
+						if (s)
+							spawn_worker(&pools[p], s, p, generation);
+					}
+				}
+			}
+		}
+		reap(slots, nslots, pools, stopping);
+		now = mono_ms();
+		if (stopping) {
+			if (!count_live(slots, nslots))
+				break;
+			if (now > stop_deadline) {
+				log_warn("grace period over: killing remaining workers");
+				for (i = 0; i < nslots; i++)
+					if (slots[i].pid > 0)
+						kill(slots[i].pid, SIGKILL);
+				stop_deadline = now + 5000;
+			}
+			continue;
+		}
+		for (i = 0; i < nslots; i++) {
+			struct worker_slot *s = &slots[i];
+			struct pool_spec *pool = &pools[s->pool];
+			int64_t busy = s->busy_since_ms;
+
+			if (s->state == SLOT_WAITING && now >= s->respawn_at_ms) {
+				unsigned crashes = s->crashes;
+
+				spawn_worker(pool, s, s->pool, generation);
+				s->crashes = crashes;
+			} else if (s->state == SLOT_RUNNING && pool->request_timeout_ms && busy &&
+				   now - busy > pool->request_timeout_ms) {
+				log_warn("%s worker %d stuck in one request for %lld ms: killing it",
+					 pool->name, (int)s->pid, (long long)(now - busy));
+				s->busy_since_ms = 0;
+				kill(s->pid, SIGKILL);
+			}
+		}
+	}
+	close(sfd);
+	munmap(slots, map_len);
+	log_info("master stopped");
+	return ret;
+}
