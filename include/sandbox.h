@@ -55,6 +55,7 @@
 
 #include "strbuf.h"
 
+/* Start from sandbox_config_default(); every limit must be non-zero. */
 struct sandbox_config {
 	const char *bwrap_path;   /* default /usr/bin/bwrap */
 	uid_t run_uid;            /* the unprivileged user commands run as when */

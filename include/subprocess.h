@@ -24,6 +24,9 @@
  *     group is killed too: a finished command leaves nothing behind.
  *   - every fd except 0, 1, 2 and inherit_fds is closed at exec; signal
  *     dispositions and the signal mask start from the defaults.
+ *
+ * The caller must not ignore SIGCHLD or reap children it did not start
+ * (waitpid(-1)): the child is watched and killed by pid until reaped here.
  */
 #ifndef KILN_SUBPROCESS_H
 #define KILN_SUBPROCESS_H

@@ -125,6 +125,61 @@ static int tree_hash(const struct config *cfg, const char *dir, char out[SHA256_
 	return rc;
 }
 
+/*
+ * Copies the regular files of a build's output folder into dst, a new
+ * folder of our own. The output belongs to the sandbox user and may hold
+ * anything a build script made (symlinks, FIFOs, files it keeps writing):
+ * only plain files within the workspace limits are published, owned by us.
+ */
+static int copy_output(const struct config *cfg, const char *src, const char *dst,
+		       struct strbuf *log_out)
+{
+	struct strbuf err = STRBUF_INIT, data = STRBUF_INIT;
+	struct workspace from, to;
+	struct ws_limits lim;
+	struct manifest m;
+	struct tool_error terr;
+	const char *none[] = { NULL };
+	int from_ok = 0, to_ok = 0, ret = -1;
+	size_t i;
+
+	ws_limits_from_config(cfg, &lim);
+	manifest_init(&m);
+	if (workspace_open(&from, src, &lim, none, &err) < 0) {
+		strbuf_addf(log_out, "\n[the build output is not a plain folder: %s]", err.buf);
+		goto out;
+	}
+	from_ok = 1;
+	if (manifest_build(&from, &m, &terr) < 0) {
+		strbuf_addf(log_out, "\n[the build output cannot be read: %s]", terr.message);
+		goto out;
+	}
+	if (mkdir(dst, 0755) < 0 || workspace_open(&to, dst, &lim, none, &err) < 0) {
+		strbuf_addf(log_out, "\n[cannot create the publish folder: %s]",
+			    err.len ? err.buf : strerror(errno));
+		goto out;
+	}
+	to_ok = 1;
+	for (i = 0; i < m.n; i++) {
+		strbuf_reset(&data);
+		if (ws_read_file(&from, m.v[i].path, (size_t)lim.max_file_size, &data, &terr) < 0 ||
+		    ws_write_file(&to, m.v[i].path, data.buf, data.len, m.v[i].mode, &terr) < 0) {
+			strbuf_addf(log_out, "\n[cannot publish %.200s: %s]", m.v[i].path, terr.message);
+			goto out;
+		}
+	}
+	ret = 0;
+out:
+	if (to_ok)
+		workspace_close(&to);
+	if (from_ok)
+		workspace_close(&from);
+	manifest_release(&m);
+	strbuf_release(&err);
+	strbuf_release(&data);
+	return ret;
+}
+
 /* Points <site>/current at target atomically (symlink + rename). */
 static int swap_current(const char *site, const char *target)
 {
@@ -158,6 +213,7 @@ void h_publish(struct rctx *c)
 {
 	struct strbuf build = STRBUF_INIT, out = STRBUF_INIT, site = STRBUF_INIT, err = STRBUF_INIT;
 	struct strbuf blog = STRBUF_INIT, final = STRBUF_INIT, url = STRBUF_INIT, rel = STRBUF_INIT;
+	struct strbuf copy = STRBUF_INIT;
 	char hash[SHA256_HEX_LEN + 1];
 	struct app_row app;
 	struct ckpt_row ck;
@@ -226,6 +282,16 @@ void h_publish(struct rctx *c)
 			respond_error_extra(c, 422, "build_failed", extra, "the build produced no output folder");
 			goto out;
 		}
+		strbuf_addf(&copy, "%s-out", build.buf);
+		if (copy_output(c->svc->cfg, out.buf, copy.buf, &blog) < 0) {
+			json_object *extra = json_object_new_object();
+
+			json_object_object_add(extra, "log", json_object_new_string_len(blog.buf, (int)blog.len));
+			respond_error_extra(c, 422, "build_failed", extra, "the build output cannot be published");
+			goto out;
+		}
+		strbuf_reset(&out);
+		strbuf_addstr(&out, copy.buf);
 	}
 	if (tree_hash(c->svc->cfg, out.buf, hash, &files) < 0) {
 		respond_error(c, 500, "publish_failed", "the build output cannot be read");
@@ -274,6 +340,8 @@ void h_publish(struct rctx *c)
 out:
 	if (build.len)
 		rm_rf(build.buf);
+	if (copy.len)
+		rm_rf(copy.buf);
 	manifest_release(&m);
 	json_object_put(body);
 	strbuf_release(&build);
@@ -284,6 +352,7 @@ out:
 	strbuf_release(&final);
 	strbuf_release(&url);
 	strbuf_release(&rel);
+	strbuf_release(&copy);
 }
 
 void h_publishes_list(struct rctx *c)
@@ -345,16 +414,79 @@ void h_preview_url(struct rctx *c)
 	strbuf_release(&url);
 }
 
+/* Reads the decimal number at *p (no sign, no leading zero) up to '/'. */
+static int preview_number(const char **p, long long *out)
+{
+	const char *s = *p;
+	long long v = 0;
+
+	if (*s < '1' || *s > '9')
+		return -1;
+	for (; *s >= '0' && *s <= '9'; s++) {
+		if (v > (INT64_MAX - (*s - '0')) / 10)
+			return -1;
+		v = v * 10 + (*s - '0');
+	}
+	if (*s != '/')
+		return -1;
+	*out = v;
+	*p = s + 1;
+	return 0;
+}
+
+/*
+ * Splits "/preview/<app>/<expiry>/<sig>/<rest>" of the URI as the client
+ * sent it. nginx picks the workspace from the URI after decoding and
+ * resolving dot segments, so a "." or ".." segment in the rest (plain or
+ * percent-encoded) could make it serve another app than the one signed:
+ * such URIs are refused outright.
+ */
+static int preview_parse(const char *uri, long long *app_id, long long *expiry,
+			 char sig[SHA256_HEX_LEN + 1])
+{
+	struct strbuf path = STRBUF_INIT;
+	const char *q = strchr(uri, '?'), *p, *seg;
+	size_t i;
+	int ret = -1;
+
+	if (http_percent_decode(uri, q ? (size_t)(q - uri) : strlen(uri), &path) < 0)
+		goto out;
+	p = path.buf;
+	if (strncmp(p, "/preview/", 9))
+		goto out;
+	p += 9;
+	if (preview_number(&p, app_id) < 0 || preview_number(&p, expiry) < 0)
+		goto out;
+	for (i = 0; i < SHA256_HEX_LEN; i++)
+		if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
+			goto out;
+	if (p[i] != '/')
+		goto out;
+	memcpy(sig, p, SHA256_HEX_LEN);
+	sig[SHA256_HEX_LEN] = '\0';
+	for (seg = p + i + 1; *seg;) {
+		size_t len = strcspn(seg, "/");
+
+		if ((len == 1 && seg[0] == '.') || (len == 2 && seg[0] == '.' && seg[1] == '.'))
+			goto out;
+		seg += len;
+		if (*seg == '/')
+			seg++;
+	}
+	ret = 0;
+out:
+	strbuf_release(&path);
+	return ret;
+}
+
 /* nginx auth_request: 204 lets the preview file through, 403 stops it. */
 void h_preview_auth(struct rctx *c)
 {
 	const char *uri = http_param(c->req, "HTTP_X_ORIGINAL_URI");
 	char sig[SHA256_HEX_LEN + 1], want[SHA256_HEX_LEN + 1];
 	long long app_id, expiry;
-	int end = 0;
 
-	if (!uri || sscanf(uri, "/preview/%lld/%lld/%64[0-9a-f]/%n", &app_id, &expiry, sig, &end) != 3 ||
-	    end == 0 || strlen(sig) != SHA256_HEX_LEN || app_id <= 0) {
+	if (!uri || preview_parse(uri, &app_id, &expiry, sig) < 0) {
 		respond_error(c, 403, "forbidden", "not a valid preview URL");
 		return;
 	}

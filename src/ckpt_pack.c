@@ -1135,6 +1135,11 @@ static int fetch_from(const struct ckpt_pack_reader *self, int root_fd,
 	if (ckpt_name_parse(src, sha) < 0)
 		return -EINVAL;
 	ret = ckpt_pack_open(&r, root_fd, src, sha, self->lim, err);
+	/* the checkpoint exists but is damaged: not the caller's -ENOENT */
+	if (ret == -ENOENT) {
+		strbuf_addf(err, " (needed by checkpoint %s)", self->name);
+		ret = -EBADMSG;
+	}
 	while (!ret && k < nwant) {
 		int c;
 

@@ -156,12 +156,16 @@ void ckpt_store_close(struct ckpt_store *st)
 /* ------------------------------------------------------------------ */
 /* Listing                                                            */
 
+struct listed {
+	char name[CKPT_NAME_MAX];
+	time_t mtime;
+	uint64_t size;
+};
+
 struct list_ctx {
-	struct ckpt_list *out;
-	size_t alloc;
+	struct listed *v;
+	size_t n, alloc;
 	char prefix[3];
-	time_t *mtimes;   /* parallel to out->names when wanted (gc) */
-	uint64_t *sizes;
 };
 
 static int list_archive(void *vctx, int dir_fd, const char *name)
@@ -175,27 +179,19 @@ static int list_archive(void *vctx, int dir_fd, const char *name)
 		return 0;
 	if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
 		return 0;
-	if (c->out->n == c->alloc) {
+	if (c->n == c->alloc) {
 		size_t alloc = c->alloc ? c->alloc * 2 : 64;
-		char (*nv)[CKPT_NAME_MAX] = realloc(c->out->names, alloc * sizeof(*nv));
-		time_t *nt = realloc(c->mtimes, alloc * sizeof(*nt));
-		uint64_t *ns;
+		struct listed *nv = realloc(c->v, alloc * sizeof(*nv));
 
-		if (nt)
-			c->mtimes = nt;
-		ns = realloc(c->sizes, alloc * sizeof(*ns));
-		if (ns)
-			c->sizes = ns;
-		if (nv)
-			c->out->names = nv;
-		if (!nv || !nt || !ns)
+		if (!nv)
 			return -ENOMEM;
+		c->v = nv;
 		c->alloc = alloc;
 	}
-	memcpy(c->out->names[c->out->n], full, CKPT_NAME_MAX);
-	c->mtimes[c->out->n] = st.st_mtime;
-	c->sizes[c->out->n] = (uint64_t)st.st_size;
-	c->out->n++;
+	memcpy(c->v[c->n].name, full, CKPT_NAME_MAX);
+	c->v[c->n].mtime = st.st_mtime;
+	c->v[c->n].size = (uint64_t)st.st_size;
+	c->n++;
 	return 0;
 }
 
@@ -204,7 +200,6 @@ static int list_fanout(void *vctx, int dir_fd, const char *name)
 	struct list_ctx *c = vctx;
 	int ret;
 
-	(void)dir_fd;
 	if (strlen(name) != 2 || !strchr("0123456789abcdef", name[0]) ||
 	    !strchr("0123456789abcdef", name[1]))
 		return 0;
@@ -213,48 +208,40 @@ static int list_fanout(void *vctx, int dir_fd, const char *name)
 	return ret == -ENOTDIR || ret == -ELOOP ? 0 : ret;
 }
 
-/* Sorted by name; mtimes and sizes follow the same order. */
+static int cmp_listed(const void *a, const void *b)
+{
+	return strcmp(((const struct listed *)a)->name, ((const struct listed *)b)->name);
+}
+
+/* Every archive with its mtime and size, sorted by name. */
 static int list_all(const struct ckpt_store *st, struct list_ctx *c,
 		    struct strbuf *err)
 {
 	int ret = each_entry(st->root_fd, ".", list_fanout, c);
-	size_t n = c->out->n;
 
 	if (ret) {
 		strbuf_addf(err, "cannot list %s: %s", st->root, strerror(-ret));
 		return ret;
 	}
-	/* few thousand names at most: an insertion sort keeps the three
-	 * arrays together without an index */
-	for (size_t i = 1; i < n; i++)
-		for (size_t j = i; j > 0 && strcmp(c->out->names[j - 1], c->out->names[j]) > 0; j--) {
-			char tmp[CKPT_NAME_MAX];
-			time_t t = c->mtimes[j];
-			uint64_t s = c->sizes[j];
-
-			memcpy(tmp, c->out->names[j], CKPT_NAME_MAX);
-			memcpy(c->out->names[j], c->out->names[j - 1], CKPT_NAME_MAX);
-			memcpy(c->out->names[j - 1], tmp, CKPT_NAME_MAX);
-			c->mtimes[j] = c->mtimes[j - 1];
-			c->mtimes[j - 1] = t;
-			c->sizes[j] = c->sizes[j - 1];
-			c->sizes[j - 1] = s;
-		}
+	if (c->n > 1)
+		qsort(c->v, c->n, sizeof(*c->v), cmp_listed);
 	return 0;
 }
 
 int ckpt_list(struct ckpt_store *st, struct ckpt_list *out, struct strbuf *err)
 {
-	struct list_ctx c = { .out = out };
-	int ret;
+	struct list_ctx c = { 0 };
+	int ret = list_all(st, &c, err);
 
 	out->names = NULL;
 	out->n = 0;
-	ret = list_all(st, &c, err);
-	free(c.mtimes);
-	free(c.sizes);
-	if (ret)
-		ckpt_list_release(out);
+	if (!ret) {
+		out->names = xcalloc(c.n + 1, sizeof(*out->names));
+		for (size_t i = 0; i < c.n; i++)
+			memcpy(out->names[i], c.v[i].name, CKPT_NAME_MAX);
+		out->n = c.n;
+	}
+	free(c.v);
 	return ret;
 }
 
@@ -698,64 +685,66 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-static int cmp_name(const void *key, const void *elem)
+static int cmp_listed_name(const void *key, const void *elem)
 {
-	return strcmp(key, elem);
+	return strcmp(key, ((const struct listed *)elem)->name);
 }
 
-/* Marks name's own entry and the archives it needs. */
-static int mark_from(const struct ckpt_store *st, const struct ckpt_list *all,
+/* Reads archive i (its whole-file hash included) and marks the archives it
+ * needs. */
+static int mark_from(const struct ckpt_store *st, const struct list_ctx *all,
 		     unsigned char *marked, size_t i, struct strbuf *err)
 {
 	struct ckpt_pack_reader r;
 	char sha[SHA256_HEX_LEN + 1];
 	int ret;
 
-	ckpt_name_parse(all->names[i], sha);
-	ret = ckpt_pack_open(&r, st->root_fd, all->names[i], sha, &st->lim, err);
+	ckpt_name_parse(all->v[i].name, sha);
+	ret = ckpt_pack_open(&r, st->root_fd, all->v[i].name, sha, &st->lim, err);
 	if (!ret)
 		ret = ckpt_pack_finish(&r, err);
 	for (size_t s = 0; !ret && s < r.pm.nsources; s++) {
-		const char (*hit)[CKPT_NAME_MAX] = bsearch(r.pm.sources[s].name, all->names,
-							   all->n, sizeof(*all->names), cmp_name);
+		const struct listed *hit = bsearch(r.pm.sources[s].name, all->v, all->n,
+						   sizeof(*all->v), cmp_listed_name);
 
 		if (hit)
-			marked[hit - all->names] = 1;
+			marked[hit - all->v] = 1;
 		else
-			log_warn("checkpoint %s needs %s, which is missing", all->names[i],
+			log_warn("checkpoint %s needs %s, which is missing", all->v[i].name,
 				 r.pm.sources[s].name);
 	}
 	ckpt_pack_close(&r);
 	return ret;
 }
 
-static int sweep(const struct ckpt_store *st, const struct list_ctx *c,
+static int sweep(const struct ckpt_store *st, const struct list_ctx *all,
 		 const unsigned char *marked, time_t cutoff,
 		 struct ckpt_gc_stats *stats, struct strbuf *err)
 {
-	const struct ckpt_list *all = c->out;
 	char last_dir[3] = "";
 	int ret = 0;
 
 	for (size_t i = 0; i < all->n; i++) {
-		if (marked[i] || c->mtimes[i] > cutoff) {
+		const struct listed *a = &all->v[i];
+
+		if (marked[i] || a->mtime > cutoff) {
 			stats->archives_kept++;
 			continue;
 		}
-		if (unlinkat(st->root_fd, all->names[i], 0) < 0) {
+		if (unlinkat(st->root_fd, a->name, 0) < 0) {
 			if (errno == ENOENT)
 				continue;
-			ret = sys_fail(err, "cannot remove", all->names[i]);
+			ret = sys_fail(err, "cannot remove", a->name);
 			break;
 		}
 		stats->archives_removed++;
-		stats->bytes_freed += c->sizes[i];
+		stats->bytes_freed += a->size;
 		if (stats->archives_removed == 1)
 			ckpt_crash_point("ckpt_gc", 2);
 		/* names are sorted: one fsync per fan-out folder touched */
-		if (last_dir[0] && memcmp(last_dir, all->names[i], 2))
+		if (last_dir[0] && memcmp(last_dir, a->name, 2))
 			fsync_fanout(st, last_dir, err);
-		memcpy(last_dir, all->names[i], 2);
+		memcpy(last_dir, a->name, 2);
 	}
 	if (last_dir[0] && fsync_fanout(st, last_dir, err) < 0 && !ret)
 		ret = -EIO;
@@ -782,8 +771,7 @@ int ckpt_gc(struct ckpt_store *st, const char *const *live_names, size_t nlive,
 	    int64_t grace_seconds, struct ckpt_gc_stats *stats,
 	    struct strbuf *err)
 {
-	struct ckpt_list all = { NULL, 0 };
-	struct list_ctx c = { .out = &all };
+	struct list_ctx all = { 0 };
 	const char **live = xcalloc(nlive + 1, sizeof(*live));
 	unsigned char *marked = NULL;
 	struct temp_gc temps;
@@ -807,19 +795,19 @@ int ckpt_gc(struct ckpt_store *st, const char *const *live_names, size_t nlive,
 		free(live);
 		return lock;
 	}
-	ret = list_all(st, &c, err);
+	ret = list_all(st, &all, err);
 	if (ret)
 		goto out;
 	marked = xcalloc(all.n + 1, 1);
 	for (size_t i = 0; i < nlive; i++)
 		if ((i == 0 || strcmp(live[i - 1], live[i])) &&
-		    !bsearch(live[i], all.names, all.n, sizeof(*all.names), cmp_name))
+		    !bsearch(live[i], all.v, all.n, sizeof(*all.v), cmp_listed_name))
 			stats->live_missing++;
 	/* roots: live or young; each root keeps what it needs */
 	for (size_t i = 0; !ret && i < all.n; i++) {
-		const char *name = all.names[i];
+		const char *name = all.v[i].name;
 
-		if (c.mtimes[i] <= cutoff &&
+		if (all.v[i].mtime <= cutoff &&
 		    !bsearch(&name, live, nlive, sizeof(*live), cmp_str))
 			continue;
 		marked[i] = 1;
@@ -830,7 +818,7 @@ int ckpt_gc(struct ckpt_store *st, const char *const *live_names, size_t nlive,
 		goto out;
 	}
 	ckpt_crash_point("ckpt_gc", 1);
-	ret = sweep(st, &c, marked, cutoff, stats, err);
+	ret = sweep(st, &all, marked, cutoff, stats, err);
 	ckpt_crash_point("ckpt_gc", 3);
 	temps.cutoff = cutoff;
 	temps.removed = 0;
@@ -839,9 +827,7 @@ int ckpt_gc(struct ckpt_store *st, const char *const *live_names, size_t nlive,
 out:
 	store_unlock(lock);
 	free(marked);
-	free(c.mtimes);
-	free(c.sizes);
-	ckpt_list_release(&all);
+	free(all.v);
 	free(live);
 	return ret;
 }

@@ -580,7 +580,7 @@ static int line_matches(struct search_ctx *c, char *line, size_t len)
 static int search_file(struct search_ctx *c, const char *rel, int strict,
 		       struct tool_error *err)
 {
-	struct tool_error ignored;
+	struct tool_error ignored = { { 0 }, { 0 } };
 	struct tool_error *e = strict ? err : &ignored;
 	char *p, *end;
 	int64_t line = 1;

@@ -15,7 +15,8 @@ void log_set_prog(const char *prog)
 	log_prog = prog;
 }
 
-static void log_emit(const char *level, const char *fmt, va_list ap)
+static __attribute__((format(printf, 2, 0))) void log_emit(const char *level, const char *fmt,
+							 va_list ap)
 {
 	struct strbuf sb = STRBUF_INIT;
 	char ts[32];

@@ -169,7 +169,7 @@ out:
 int manifest_build(const struct workspace *ws, struct manifest *out,
 		   struct tool_error *err)
 {
-	struct tool_error local;
+	struct tool_error local = { { 0 }, { 0 } };
 	struct build_ctx *c = xcalloc(1, sizeof(*c));
 	int ret;
 

@@ -3,7 +3,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcgiapp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -95,8 +94,6 @@ static void on_worker_signal(int sig)
 {
 	(void)sig;
 	worker_stop = 1;
-	/* makes libfcgi's accept loop give up instead of retrying */
-	FCGX_ShutdownPending();
 }
 
 static pid_t spawn_worker(struct pool_spec *pool, struct worker_slot *slot, int pool_idx,
@@ -113,7 +110,10 @@ static pid_t spawn_worker(struct pool_spec *pool, struct worker_slot *slot, int 
 		sigset_t none;
 
 		memset(&sa, 0, sizeof(sa));
-		sa.sa_handler = on_worker_signal; /* no SA_RESTART: accept() must wake */
+		/* SA_RESTART: a stop request must never cut a request short
+		 * mid-read; worker loops wait in poll(), which it does wake. */
+		sa.sa_handler = on_worker_signal;
+		sa.sa_flags = SA_RESTART;
 		sigaction(SIGTERM, &sa, NULL);
 		sigaction(SIGINT, &sa, NULL);
 		sa.sa_handler = SIG_IGN;
@@ -224,7 +224,7 @@ int prefork_run(struct pool_spec *pools, int npools, int64_t grace_ms)
 	int64_t stop_deadline = 0;
 
 	for (p = 0; p < npools; p++)
-		nslots += pools[p].nprocs * 2; /* room for a full replacement on SIGHUP */
+		nslots += pools[p].nprocs * 3; /* room for replacements on SIGHUPs */
 	map_len = sizeof(*slots) * (size_t)nslots;
 	slots = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (slots == MAP_FAILED) {
@@ -250,7 +250,7 @@ int prefork_run(struct pool_spec *pools, int npools, int64_t grace_ms)
 
 		for (k = 0; k < pools[p].nprocs; k++, i++)
 			spawn_worker(&pools[p], &slots[i], p, generation);
-		for (k = 0; k < pools[p].nprocs; k++, i++)
+		for (k = 0; k < pools[p].nprocs * 2; k++, i++)
 			slots[i].pool = p;
 	}
 	log_info("master ready: %d pools", npools);
@@ -285,16 +285,7 @@ int prefork_run(struct pool_spec *pools, int npools, int64_t grace_ms)
 							slots[i].state = SLOT_FREE;
 						}
 					}
-				for (p = 0; p < npools; p++) {
-					int k;
-
-					for (k = 0; k < pools[p].nprocs; k++) {
-						struct worker_slot *s = free_slot(slots, nslots);
-
-						if (s)
-							spawn_worker(&pools[p], s, p, generation);
-					}
-				}
+				/* the fill-up below starts the new generation */
 			}
 		}
 		reap(slots, nslots, pools, stopping);
@@ -310,6 +301,24 @@ int prefork_run(struct pool_spec *pools, int npools, int64_t grace_ms)
 				stop_deadline = now + 5000;
 			}
 			continue;
+		}
+		/* Every pool keeps nprocs workers that are not retiring; after a
+		 * SIGHUP this starts the new generation (as slots free up, when
+		 * old workers are still finishing their last request). */
+		for (p = 0; p < npools; p++) {
+			int k, have = 0;
+
+			for (k = 0; k < nslots; k++)
+				if (slots[k].pool == p &&
+				    (slots[k].state == SLOT_RUNNING || slots[k].state == SLOT_WAITING))
+					have++;
+			for (; have < pools[p].nprocs; have++) {
+				struct worker_slot *s = free_slot(slots, nslots);
+
+				if (!s)
+					break;
+				spawn_worker(&pools[p], s, p, generation);
+			}
 		}
 		for (i = 0; i < nslots; i++) {
 			struct worker_slot *s = &slots[i];

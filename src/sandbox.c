@@ -118,6 +118,23 @@ static void argv_clear(struct argvec *a)
 	memset(a, 0, sizeof(*a));
 }
 
+/* Zero limits would make every command fail in confusing ways (RLIMIT_AS
+ * of 0 cannot even exec): refuse them up front. */
+static int config_check(const struct sandbox_config *c, struct strbuf *err)
+{
+	if (!c->bwrap_path || c->bwrap_path[0] != '/') {
+		strbuf_addstr(err, "bwrap_path must be an absolute path");
+		return -1;
+	}
+	if (!c->mem_bytes || !c->cpu_seconds || !c->max_procs || !c->max_file_bytes ||
+	    !c->max_open_files || !c->tmp_bytes) {
+		strbuf_addstr(err, "sandbox limits must all be non-zero "
+			      "(start from sandbox_config_default)");
+		return -1;
+	}
+	return 0;
+}
+
 /* ---- who bwrap runs as ---- */
 
 struct identity {
@@ -723,9 +740,11 @@ int sandbox_probe(const struct sandbox_config *c, struct strbuf *reason)
 	int ret = -1;
 
 	result_init(&res);
-	if (!c->bwrap_path || c->bwrap_path[0] != '/' || access(c->bwrap_path, X_OK) < 0) {
+	if (config_check(c, reason) < 0)
+		goto out;
+	if (access(c->bwrap_path, X_OK) < 0) {
 		strbuf_addf(reason, "bubblewrap not found at %s (install the bubblewrap "
-			    "package)", c->bwrap_path ? c->bwrap_path : "(unset)");
+			    "package)", c->bwrap_path);
 		goto out;
 	}
 	if (sandbox_identity(c, &id, reason) < 0)
@@ -786,11 +805,7 @@ int sandbox_run(const struct sandbox_config *c, const char *workspace_path,
 		strbuf_addstr(errmsg, "the workspace path must be absolute");
 		goto out;
 	}
-	if (!c->bwrap_path || c->bwrap_path[0] != '/') {
-		strbuf_addstr(errmsg, "bwrap_path must be absolute");
-		goto out;
-	}
-	if (sandbox_identity(c, &id, errmsg) < 0)
+	if (config_check(c, errmsg) < 0 || sandbox_identity(c, &id, errmsg) < 0)
 		goto out;
 	f.workspace = fd_above_stdio(open(workspace_path,
 					  O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));

@@ -295,7 +295,8 @@ static void capture_read(struct capture *c, char *buf)
 static void collect(struct subprocess *sp, pid_t pid, struct capture *caps,
 		    size_t ncaps, int64_t start)
 {
-	int64_t deadline = sp->timeout_ms > 0 ? start + sp->timeout_ms : INT64_MAX;
+	int64_t deadline = sp->timeout_ms > 0 && sp->timeout_ms < INT64_MAX - start
+			   ? start + sp->timeout_ms : INT64_MAX;
 	int64_t drain_until = INT64_MAX;
 	int exited = 0, killed = 0;
 	char *buf = xcalloc(1, READ_CHUNK);
@@ -306,28 +307,34 @@ static void collect(struct subprocess *sp, pid_t pid, struct capture *caps,
 		int64_t now = mono_ms(), wait;
 		size_t i;
 
-		if (!killed && sp->cancel && *sp->cancel) {
-			sp->cancelled = 1;
-			killed = 1;
-			kill_group(pid);
-		} else if (!killed && now >= deadline) {
-			sp->timed_out = 1;
-			killed = 1;
-			kill_group(pid);
-		}
 		if (!exited) {
 			siginfo_t si;
+			int w;
 
 			memset(&si, 0, sizeof(si));
-			if (waitid(P_PID, (id_t)pid, &si,
-				   WEXITED | WNOHANG | WNOWAIT) == 0 &&
-			    si.si_pid == pid) {
+			/* WNOWAIT: the zombie keeps its pid and group reserved */
+			w = waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT);
+			if (w == 0 && si.si_pid == pid) {
 				exited = 1;
 				/* stragglers of a finished command */
 				if (!killed)
 					kill_group(pid);
 				drain_until = now + DRAIN_GRACE_MS;
+			} else if (w < 0 && errno == ECHILD) {
+				/* reaped behind our back (SIGCHLD ignored): the pid
+				 * may be reused already, so it is never signalled */
+				exited = killed = 1;
+				drain_until = now + DRAIN_GRACE_MS;
 			}
+		}
+		if (!exited && !killed && sp->cancel && *sp->cancel) {
+			sp->cancelled = 1;
+			killed = 1;
+			kill_group(pid);
+		} else if (!exited && !killed && now >= deadline) {
+			sp->timed_out = 1;
+			killed = 1;
+			kill_group(pid);
 		}
 
 		for (i = 0; i < ncaps; i++) {
@@ -342,7 +349,7 @@ static void collect(struct subprocess *sp, pid_t pid, struct capture *caps,
 			break;
 
 		wait = POLL_TICK_MS;
-		if (!killed && deadline - now < wait)
+		if (!exited && !killed && deadline - now < wait)
 			wait = deadline - now > 0 ? deadline - now : 0;
 		if (poll(nfds ? pfd : NULL, nfds, (int)wait) <= 0)
 			continue;

@@ -535,6 +535,8 @@ function showError(err, context = '') {
   if (err && err.name === 'AbortError') return;
   const code = err instanceof ApiError ? err.code : 'client_error';
   const message = err instanceof ApiError ? err.message : (err && err.message) || String(err);
+  /* One outage fails every request at once: show it once, with a count. */
+  if (code === 'network_error') context = 'Connection';
   const key = `${code}\u0000${message}\u0000${context}`;
   const box = $('errors');
   const seen = shownErrors.get(key);
@@ -1001,7 +1003,7 @@ class Workspace {
     this.activeTurn = turn;
     this.cancelling = false;
     const run = turn.run;
-    this.stream = new RunStream({
+    const stream = new RunStream({
       streamUrl: sameOriginAdminPath(run.stream_url, `${this.agent}/runs/${run.id}/stream`),
       eventsUrl: sameOriginAdminPath(run.events_url, `${this.agent}/runs/${run.id}/events`),
       runUrl: `${this.agent}/runs/${run.id}`,
@@ -1010,7 +1012,7 @@ class Workspace {
         if (turn.apply(env)) this.onLiveEvent(turn, env);
       },
       onState: (state) => {
-        if (this.stream && !this.closed) setConnection(state);
+        if (this.stream === stream && !this.closed) setConnection(state);
       },
       onDone: (finalRun) => {
         if (finalRun && !turn.finished) turn.finish(finalRun.status);
@@ -1018,13 +1020,13 @@ class Workspace {
       },
       onFatal: (err) => {
         showError(err, `Following run #${run.id}`);
-        this.stream = null;
-        setConnection('idle');
         turn.finish(turn.status);
         this.runEnded(turn);
       },
       onBadEvent: (err) => showError(err, `Run #${run.id}`),
-    }).start();
+    });
+    this.stream = stream;
+    stream.start();
     this.updateControls();
   }
 
@@ -1418,6 +1420,7 @@ class Workspace {
       await this.restore(cp, `Restored checkpoint #${cp.id}`);
     } catch (err) {
       if (err.name !== 'AbortError') showError(err, `Restoring checkpoint #${cp.id}`);
+      if (err.code === 'revision_moved') this.afterDraftChange();
     } finally {
       this.busy.delete('restore');
       this.updateControls();
@@ -1494,6 +1497,7 @@ class Workspace {
       await this.restore(target.cp, `Undid run #${target.run.id} (restored checkpoint #${target.cp.id})`);
     } catch (err) {
       if (err.name !== 'AbortError') showError(err, 'Undoing the last run');
+      if (err.code === 'revision_moved') this.afterDraftChange();
     } finally {
       this.busy.delete('restore');
       this.updateControls();
@@ -1596,13 +1600,13 @@ class Workspace {
       box.dataset.state = 'failed';
       if (err.code === 'build_failed') {
         box.replaceChildren(
-          h('p', { class: 'pub-fail' }, h('code', {}, err.code), ' ', err.message || 'The build failed.'),
+          h('p', { class: 'pub-fail', 'data-testid': 'publish-error' }, h('code', {}, err.code), ' ', err.message || 'The build failed.'),
           h('details', { open: true }, h('summary', {}, 'Build log'),
             h('pre', { class: 'build-log', 'data-testid': 'publish-log' }, String(err.extra.log ?? '(no log)'))));
       } else {
         box.replaceChildren(h('p', { class: 'pub-fail' }, 'Publishing failed: ', h('code', {}, err.code), ' ', err.message));
+        showError(err, 'Publishing');
       }
-      showError(err, 'Publishing');
     } finally {
       $('publish').textContent = 'Publish';
       this.busy.delete('publish');

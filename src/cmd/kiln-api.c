@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcgiapp.h>
 #include <getopt.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -72,13 +73,15 @@ static void api_worker(void *arg, int listen_fd, struct worker_slot *slot)
 		_exit(1);
 	}
 	FCGX_Init();
-	FCGX_InitRequest(&fr, listen_fd, FCGI_FAIL_ACCEPT_ON_INTR);
+	FCGX_InitRequest(&fr, listen_fd, 0);
 	while (!worker_stop && served < cfg->max_requests_per_worker) {
+		struct pollfd pfd = { .fd = listen_fd, .events = POLLIN };
+
+		/* Wait here, where a stop signal wakes us (poll is never
+		 * restarted); once accepted, a request is served to the end. */
+		if (poll(&pfd, 1, 1000) <= 0 || worker_stop)
+			continue;
 		if (FCGX_Accept_r(&fr) < 0) {
-			if (worker_stop)
-				break;
-			if (errno == EINTR)
-				continue;
 			log_error("accept failed: %s", strerror(errno));
 			break;
 		}

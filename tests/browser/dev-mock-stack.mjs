@@ -320,6 +320,7 @@ async function handle(req, res) {
     }
     if (agent[2] === 'stream') {
       const after = Number(req.headers['last-event-id'] || url.searchParams.get('after') || 0);
+      console.log(`stream run ${run.id}: Last-Event-ID=${req.headers['last-event-id'] ?? '-'} after=${url.searchParams.get('after')} (${run.events.length} events so far)`);
       res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-store', 'X-Accel-Buffering': 'no' });
       // Deliberately awkward framing: CRLF line ends, and every event written
       // in two pieces split mid-line, to exercise the client's parser.
@@ -390,6 +391,7 @@ const server = http.createServer((req, res) => {
 });
 server.on('connection', (s) => { sockets.add(s); s.on('close', () => sockets.delete(s)); });
 const listen = () => server.listen(PORT, '127.0.0.1', () => console.log(`mock stack on ${ORIGIN} (token ${TOKEN})`));
+setInterval(() => {}, 60000); // stay alive while "stopped", with no server open
 process.on('SIGUSR1', () => {
   server.close();
   for (const s of sockets) s.destroy();

@@ -154,7 +154,7 @@ static void check_outside(void)
 
 static int walk_cb(void *ctx, const char *rel, const struct stat *st)
 {
-	struct tool_error err;
+	struct tool_error err = { { 0 }, { 0 } };
 
 	(void)ctx;
 	if (ws_path_check(&ws, rel, strlen(rel), &err) < 0 || is_outside(st))
@@ -164,7 +164,7 @@ static int walk_cb(void *ctx, const char *rel, const struct stat *st)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct tool_error err;
+	struct tool_error err = { { 0 }, { 0 } };
 	struct strbuf sb = STRBUF_INIT;
 	struct stat st;
 	char *rel;

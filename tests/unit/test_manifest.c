@@ -87,7 +87,7 @@ static void test_build(void)
 	struct workspace ws;
 	struct strbuf e = STRBUF_INIT;
 	struct manifest m;
-	struct tool_error err;
+	struct tool_error err = { { 0 }, { 0 } };
 	char hex[SHA256_HEX_LEN + 1];
 	const struct manifest_entry *ent;
 
@@ -137,7 +137,7 @@ static void test_build_limits(void)
 	struct ws_limits lim;
 	struct strbuf e = STRBUF_INIT;
 	struct manifest m;
-	struct tool_error err;
+	struct tool_error err = { { 0 }, { 0 } };
 
 	put(root, "a", "12345", 0644);
 	put(root, "b", "12345", 0644);

@@ -189,7 +189,7 @@ static void test_path_check(void)
 		{ "\xe2\x81\xa6x", 0, "invalid_path" },
 		{ "\xef\xbb\xbfx", 0, "invalid_path" },
 	};
-	struct tool_error err;
+	struct tool_error err = { { 0 }, { 0 } };
 	char longname[300], longpath[1100];
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -282,7 +282,7 @@ static void test_open_confinement(void)
 		{ "plain.txt/x", "not_a_directory" },
 	};
 	struct workspace ws;
-	struct tool_error err;
+	struct tool_error err = { { 0 }, { 0 } };
 	struct strbuf sb = STRBUF_INIT;
 	char *abs_out = path_in(top, "outside");
 	int fd;
@@ -346,7 +346,7 @@ static void test_open_confinement(void)
 static void test_read_write(void)
 {
 	struct workspace ws;
-	struct tool_error err;
+	struct tool_error err = { { 0 }, { 0 } };
 	struct strbuf sb = STRBUF_INIT;
 	struct stat st;
 	int created = -1;
@@ -436,7 +436,7 @@ static void test_write_limits(void)
 {
 	struct workspace ws;
 	struct ws_limits lim;
-	struct tool_error err;
+	struct tool_error err = { { 0 }, { 0 } };
 	char big[2048];
 	int temps = 0;
 	unsigned n = 0;
@@ -481,7 +481,7 @@ static void test_write_limits(void)
 static void test_delete(void)
 {
 	struct workspace ws;
-	struct tool_error err;
+	struct tool_error err = { { 0 }, { 0 } };
 
 	fixture_reset();
 	put(ws_root, "a.txt", "a");
@@ -512,7 +512,7 @@ static void test_delete(void)
 static void test_rename(void)
 {
 	struct workspace ws;
-	struct tool_error err;
+	struct tool_error err = { { 0 }, { 0 } };
 	char *s;
 
 	fixture_reset();
@@ -574,7 +574,7 @@ static int collect_cb(void *ctx, const char *rel, const struct stat *st)
 static void test_walk(void)
 {
 	struct workspace ws;
-	struct tool_error err;
+	struct tool_error err = { { 0 }, { 0 } };
 	struct collect c = { STRBUF_INIT, 0, 0 };
 	static const char *const extra[] = { "cache", NULL };
 	struct strbuf e = STRBUF_INIT;
@@ -633,7 +633,7 @@ static void test_walk(void)
 static void test_special_files(void)
 {
 	struct workspace ws;
-	struct tool_error err;
+	struct tool_error err = { { 0 }, { 0 } };
 	struct strbuf sb = STRBUF_INIT;
 	struct sockaddr_un sa;
 	char *p;
@@ -685,7 +685,7 @@ static void test_special_files(void)
 static void test_hardlink(void)
 {
 	struct workspace ws;
-	struct tool_error err;
+	struct tool_error err = { { 0 }, { 0 } };
 	struct strbuf sb = STRBUF_INIT;
 	char *src = path_in(outside, "secret.txt"), *dst = path_in(ws_root, "hl");
 	char *s;
@@ -733,7 +733,7 @@ static void *flipper(void *arg)
 static void test_symlink_race(void)
 {
 	struct workspace ws;
-	struct tool_error err;
+	struct tool_error err = { { 0 }, { 0 } };
 	struct strbuf sb = STRBUF_INIT;
 	pthread_t th;
 	int dfd, ok_reads = 0, leaks = 0;
@@ -768,7 +768,7 @@ static void test_symlink_race(void)
 
 static void test_error_message_bounds(void)
 {
-	struct tool_error err;
+	struct tool_error err = { { 0 }, { 0 } };
 	char path[1000];
 
 	/* a long UTF-8 path is quoted cut on a character boundary */
