@@ -20,7 +20,7 @@ UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
 
-.PHONY: all unit-bins test demo stop asan fuzz bench soak lint clean
+.PHONY: all unit-bins test demo stop asan fuzz valgrind bench soak lint tidy clean
 all: $(BINS) $(UNIT_BINS)
 unit-bins: $(UNIT_BINS)
 
@@ -58,6 +58,16 @@ asan:
 fuzz:
 	tools/run-fuzz $(BUILD) $${FUZZ_SECONDS:-60}
 
+# The unit tests under valgrind: no error and no leak is tolerated.
+valgrind: unit-bins
+	@fail=0; for t in $(UNIT_BINS); do \
+	  echo "== valgrind $$t"; \
+	  KILN_UNDER_VALGRIND=1 valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
+	    --errors-for-leak-kinds=definite,indirect $$t > /tmp/kiln-valgrind.$$$$.log 2>&1 || { fail=1; tail -n 40 /tmp/kiln-valgrind.$$$$.log; }; \
+	  grep -E "passed, [0-9]+ failed" /tmp/kiln-valgrind.$$$$.log | tail -n 1; \
+	  rm -f /tmp/kiln-valgrind.$$$$.log; \
+	done; exit $$fail
+
 # Command one of the README: dependencies, build, whole stack, a live run.
 demo:
 	tools/install-deps
@@ -72,7 +82,13 @@ bench: all
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
-	  --inline-suppr -Iinclude --suppress=missingIncludeSystem src tests/unit
+	  --inline-suppr -Iinclude -I/usr/include/json-c -D_GNU_SOURCE \
+	  --suppress=missingIncludeSystem --suppress=unknownMacro src tests/unit tests/fuzz
+
+# clang-tidy with the checks in .clang-tidy, over every source file.
+tidy:
+	clang-tidy --quiet $(LIB_SRC) $(CMD_SRC) -- -std=gnu11 -Iinclude \
+	  $(shell pkg-config --cflags $(PKGS) libmariadb) -include include/compat.h -D_GNU_SOURCE
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -11,6 +11,7 @@
  *   request_json_body       parse + validate the JSON body (400/413/415)
  *   body_string / body_int / body_bool   typed fields, 422 naming the field
  *   page_params             limit + cursor of list routes
+ *   respond_app_list        a whole paginated list route of one app
  *   json_time               DATETIME(3) text -> RFC 3339 json string
  *   api_dispatch            route one request (router.c)
  */
@@ -71,6 +72,10 @@ int body_int(struct rctx *c, json_object *obj, const char *field, int flags,
 int body_bool(struct rctx *c, json_object *obj, const char *field, int *out);
 int page_params(struct rctx *c, int64_t *limit, int64_t *cursor);
 json_object *page_json(json_object *items, int64_t limit, int64_t last_id);
+/* A list route of one app: sql takes (app_id, cursor, limit) and selects
+ * the id first; row_json turns one row into an item. Answers the page. */
+typedef json_object *(*row_json_fn)(const struct db_result *r, size_t i);
+void respond_app_list(struct rctx *c, const char *sql, row_json_fn row_json);
 json_object *json_time(const char *db_datetime);
 json_object *json_id(const char *db_val);
 const char *json_text(json_object *obj); /* compact serialisation */

@@ -8,6 +8,9 @@
  *   ckpt_pack_writer_*                     ustar + zstd, deterministic bytes
  *   ckpt_pack_open / _next / _copy /       verified, capped, strictly
  *   _finish / _close                       checked reading
+ *   ckpt_pack_fetch                        every content a checkpoint
+ *                                          needs, from it and its sources
+ *   ckpt_quote                             entry names safe for messages
  *
  * An archive holds, in this order: ".kiln/manifest.json", then one entry
  * "objects/<sha256>" per content stored in it, in ascending sha256 order.

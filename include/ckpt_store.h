@@ -71,7 +71,7 @@ struct ckpt_info {
 typedef int (*ckpt_open_fn)(void *ctx, const char *path);
 
 /*
- * Archives the files of m (sorted, as manifest_build makes it). Contents
+ * Archives the files of m (paths unique; any order). Contents
  * already stored by base (the app's latest checkpoint, or NULL: then every
  * content is stored) are referenced, not copied; every other content is read
  * through open_file and must hash to its manifest entry, else -EAGAIN.

@@ -9,6 +9,8 @@
  *   event_append_locked  inside the caller's transaction, run row locked here
  *   event_append         its own transaction; optionally only while the
  *                        caller still holds the run's lease
+ *   event_append_with    the same, with the caller's own writes in the
+ *                        transaction (a terminal status and its event)
  *   event_envelope       {type, run_id, app_id, seq, ts, payload} JSON text
  *   event_is_terminal
  */
@@ -31,6 +33,11 @@ int64_t event_append_locked(struct db *db, int64_t run_id, const char *type,
  * lease and the run is running: else EVENT_LEASE_LOST, nothing written. */
 int64_t event_append(struct db *db, int64_t run_id, const char *lease_owner,
 		     const char *type, json_object *payload);
+/* The same, running extra(db, ctx) inside the transaction first (after the
+ * lease check), so a state change and its event commit together. */
+int64_t event_append_with(struct db *db, int64_t run_id, const char *lease_owner,
+			  int (*extra)(struct db *db, void *ctx), void *ctx,
+			  const char *type, json_object *payload);
 void event_envelope(struct strbuf *out, const char *type, int64_t run_id,
 		    int64_t app_id, int64_t seq, const char *db_created_at,
 		    const char *payload_json);

@@ -7,6 +7,7 @@
  *                           larger than a cap
  *   mkdir_p / rm_rf         create a path's folders / remove a tree
  *                           (never follows symlinks)
+ *   fd_write_all       write(2) until done, through EINTR and short writes
  *   fsync_dir
  */
 #ifndef KILN_FILEUTIL_H
@@ -27,6 +28,8 @@ int file_write_atomic(const char *path, const void *data, size_t len,
 int file_read_capped(const char *path, size_t cap, struct strbuf *out);
 int file_read_capped_at(int dirfd, const char *name, size_t cap,
 			struct strbuf *out);
+/* write(2) until all of data is written; 0 or -errno. */
+int fd_write_all(int fd, const void *data, size_t len);
 int mkdir_p(const char *path, mode_t mode);
 int rm_rf(const char *path);
 int fsync_dir(const char *dirpath);

@@ -31,6 +31,8 @@ int ct_equal(const void *a, const void *b, size_t len);
 
 char *xstrdup(const char *s);
 void *xcalloc(size_t n, size_t size);
+/* realloc of n * size bytes that aborts on overflow or out-of-memory. */
+void *xrealloc(void *ptr, size_t n, size_t size);
 
 /* True when s is valid UTF-8 of len bytes (no overlongs, no surrogates). */
 int utf8_valid(const char *s, size_t len);

@@ -24,6 +24,7 @@
 #include "strbuf.h"
 #include "tool_error.h"
 #include "util.h"
+#include "workspace.h"
 
 #define ARG_CUT 2000 /* long strings in tool.started payloads are cut */
 
@@ -227,6 +228,22 @@ static void on_retry(void *ctx, int attempt, const struct model_error *why, long
 
 /* ---- tools -------------------------------------------------------------- */
 
+/* A string for an event, cut to ARG_CUT bytes. The cut never splits a
+ * character: the database refuses invalid UTF-8, and the event with it. */
+static json_object *cut_string(const char *s, size_t len)
+{
+	struct strbuf sb = STRBUF_INIT;
+	json_object *o;
+
+	if (len <= ARG_CUT)
+		return json_object_new_string_len(s, (int)len);
+	strbuf_add(&sb, s, ws_utf8_prefix(s, len, ARG_CUT));
+	strbuf_addf(&sb, "… (%zu bytes)", len);
+	o = json_object_new_string(sb.buf);
+	strbuf_release(&sb);
+	return o;
+}
+
 /* A copy of args for the tool.started payload with long strings cut. */
 static json_object *cut_arguments(json_object *args)
 {
@@ -236,18 +253,24 @@ static json_object *cut_arguments(json_object *args)
 		return args ? json_object_get(args) : json_object_new_object();
 	o = json_object_new_object();
 	json_object_object_foreach(args, k, v) {
-		if (json_object_is_type(v, json_type_string) && json_object_get_string_len(v) > ARG_CUT) {
-			struct strbuf sb = STRBUF_INIT;
-
-			strbuf_add(&sb, json_object_get_string(v), ARG_CUT);
-			strbuf_addf(&sb, "… (%d bytes)", json_object_get_string_len(v));
-			json_object_object_add(o, k, json_object_new_string(sb.buf));
-			strbuf_release(&sb);
-		} else {
+		if (json_object_is_type(v, json_type_string))
+			json_object_object_add(o, k, cut_string(json_object_get_string(v),
+								(size_t)json_object_get_string_len(v)));
+		else
 			json_object_object_add(o, k, json_object_get(v));
-		}
 	}
 	return o;
+}
+
+/* Error messages are built in fixed buffers, cut wherever the limit fell,
+ * and quote model-chosen names cut by byte counts: keep the valid front. */
+static void utf8_trim(char *s)
+{
+	size_t len = strlen(s);
+
+	while (len && !utf8_valid(s, len))
+		len--;
+	s[len] = '\0';
 }
 
 static int run_one_tool(struct run_ctx *rc, const char *call_id, const char *name,
@@ -275,7 +298,7 @@ static int run_one_tool(struct run_ctx *rc, const char *call_id, const char *nam
 	json_object_object_add(p, "call_id", json_object_new_string(call_id));
 	json_object_object_add(p, "tool", json_object_new_string(name));
 	json_object_object_add(p, "arguments", args ? cut_arguments(args)
-						   : json_object_new_string(raw_args ? raw_args : ""));
+						   : cut_string(raw_args ? raw_args : "", raw_args ? strlen(raw_args) : 0));
 	emit(rc, "tool.started", p);
 	json_object_put(p);
 
@@ -296,6 +319,7 @@ static int run_one_tool(struct run_ctx *rc, const char *call_id, const char *nam
 	} else {
 		tool_error_set(&terr, "unknown_tool", "there is no tool named '%.100s'", name);
 	}
+	utf8_trim(terr.message);
 	p = json_object_new_object();
 	json_object_object_add(p, "call_id", json_object_new_string(call_id));
 	json_object_object_add(p, "tool", json_object_new_string(name));
@@ -552,13 +576,13 @@ static int finish_completed(struct run_ctx *rc, int steps, const char *outcome, 
 	json_object *p, *usage;
 	int64_t rev_id = 0, ckpt_id = 0, parent_id = 0, seq;
 	int changed = 0, ret = -1;
-	size_t i;
+	size_t line;
 
 	memset(&res, 0, sizeof(res));
 	flush_delta(rc);
-	for (i = 0; input[i] && input[i] != '\n' && i < 80; i++)
-		strbuf_addch(&label, input[i]);
-	if (input[i] && input[i] != '\n')
+	line = strcspn(input, "\n");
+	strbuf_add(&label, input, ws_utf8_prefix(input, line, 80));
+	if (label.len < line)
 		strbuf_addstr(&label, "…");
 	run_summary(rc, &summary);
 	/* An earlier attempt may already have recorded the revision. */

@@ -51,9 +51,44 @@ static json_object *message_json(const struct db_result *r, size_t i)
 	return m;
 }
 
+/* Answers the calls still open with a "not run" result. A run cancelled
+ * (or failed, or given up) between the tool calls of one step leaves the
+ * rest unanswered, and providers refuse every later request of a thread
+ * with an unanswered call: the app's conversation would be stuck for good. */
+static void close_open_calls(json_object *msgs, json_object **open)
+{
+	size_t k;
+
+	for (k = 0; *open && k < json_object_array_length(*open); k++) {
+		json_object *m = json_object_new_object();
+
+		json_object_object_add(m, "role", json_object_new_string("tool"));
+		json_object_object_add(m, "content",
+				       json_object_new_string("{\"error\":{\"code\":\"not_run\","
+							      "\"message\":\"the run ended before this call ran\"}}"));
+		json_object_object_add(m, "tool_call_id", json_object_get(json_object_array_get_idx(*open, k)));
+		json_object_array_add(msgs, m);
+	}
+	json_object_put(*open);
+	*open = NULL;
+}
+
+/* Takes the answered call id out of the open ones. */
+static void answer_call(json_object *open, const char *call_id)
+{
+	size_t k;
+
+	for (k = 0; open && call_id && k < json_object_array_length(open); k++)
+		if (!strcmp(json_object_get_string(json_object_array_get_idx(open, k)), call_id)) {
+			json_object_array_del_idx(open, k, 1);
+			return;
+		}
+}
+
 int thread_load_history(struct db *db, int64_t app_id, int64_t budget, json_object *msgs)
 {
 	struct db_result r;
+	json_object *open = NULL;
 	size_t i, start;
 	int64_t used = 0;
 
@@ -72,8 +107,29 @@ int thread_load_history(struct db *db, int64_t app_id, int64_t budget, json_obje
 				break;
 		}
 	}
-	for (i = start; i-- > 0;)
-		json_object_array_add(msgs, message_json(&r, i));
+	for (i = start; i-- > 0;) {
+		json_object *m = message_json(&r, i), *calls;
+		size_t k;
+
+		if (!strcmp(db_val(&r, i, 0), "tool")) {
+			answer_call(open, db_val(&r, i, 3));
+			json_object_array_add(msgs, m);
+			continue;
+		}
+		close_open_calls(msgs, &open);
+		json_object_array_add(msgs, m);
+		if (json_object_object_get_ex(m, "tool_calls", &calls) &&
+		    json_object_is_type(calls, json_type_array)) {
+			open = json_object_new_array();
+			for (k = 0; k < json_object_array_length(calls); k++) {
+				json_object *id;
+
+				if (json_object_object_get_ex(json_object_array_get_idx(calls, k), "id", &id))
+					json_object_array_add(open, json_object_get(id));
+			}
+		}
+	}
+	close_open_calls(msgs, &open);
 	db_result_free(&r);
 	return 0;
 }

@@ -1,5 +1,6 @@
 /* api_checkpoints.c - checkpoints: list, read, files, restore (undo),
  * single-file revert and diff. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -20,30 +21,18 @@
 
 #define DIFF_CAP (256 * 1024)
 
+static json_object *checkpoint_item(const struct db_result *r, size_t i)
+{
+	struct ckpt_row row;
+
+	ckpt_row_from_result(r, i, &row);
+	return ckpt_row_json(&row);
+}
+
 void h_checkpoints_list(struct rctx *c)
 {
-	struct app_row app;
-	struct db_result r;
-	json_object *items;
-	int64_t limit, cursor;
-	size_t i;
-
-	if (app_load(c, c->id[0], &app) < 0 || page_params(c, &limit, &cursor) < 0)
-		return;
-	if (db_query(&c->svc->db, &r, "SELECT " CKPT_ROW_COLUMNS " FROM checkpoints WHERE app_id = ? AND id < ? "
-				      "ORDER BY id DESC LIMIT ?", "iii", app.id, cursor, limit) < 0) {
-		respond_db_error(c);
-		return;
-	}
-	items = json_object_new_array();
-	for (i = 0; i < r.nrows; i++) {
-		struct ckpt_row row;
-
-		ckpt_row_from_result(&r, i, &row);
-		json_object_array_add(items, ckpt_row_json(&row));
-	}
-	respond_json(c, 200, page_json(items, limit, r.nrows ? db_int(&r, r.nrows - 1, 0) : 0));
-	db_result_free(&r);
+	respond_app_list(c, "SELECT " CKPT_ROW_COLUMNS " FROM checkpoints WHERE app_id = ? AND id < ? "
+			    "ORDER BY id DESC LIMIT ?", checkpoint_item);
 }
 
 /* Loads app and checkpoint c->id[1]; -1 after answering. */
@@ -204,6 +193,33 @@ out:
 	strbuf_release(&err);
 }
 
+/* A restore killed before its swap finished leaves its staging folder
+ * behind. The caller holds the app lock, so no other restore of this app is
+ * running and every ".restore-<app>-*" folder is such a leftover. */
+static void remove_stale_staging(const struct config *cfg, int64_t app_id)
+{
+	struct strbuf dir = STRBUF_INIT, prefix = STRBUF_INIT, path = STRBUF_INIT;
+	struct dirent *de;
+	DIR *d;
+
+	state_path(cfg, &dir, "workspaces");
+	strbuf_addf(&prefix, ".restore-%lld-", (long long)app_id);
+	d = opendir(dir.buf);
+	while (d && (de = readdir(d))) {
+		if (strncmp(de->d_name, prefix.buf, prefix.len))
+			continue;
+		strbuf_reset(&path);
+		strbuf_addf(&path, "%s/%s", dir.buf, de->d_name);
+		log_warn("removing %s, left by an interrupted restore", path.buf);
+		rm_rf(path.buf);
+	}
+	if (d)
+		closedir(d);
+	strbuf_release(&dir);
+	strbuf_release(&prefix);
+	strbuf_release(&path);
+}
+
 void h_checkpoint_restore(struct rctx *c)
 {
 	struct strbuf staging = STRBUF_INIT, wsdir = STRBUF_INIT, err = STRBUF_INIT, label = STRBUF_INIT;
@@ -233,6 +249,7 @@ void h_checkpoint_restore(struct rctx *c)
 		goto out;
 	}
 	o = delta_json(&current, &target);
+	remove_stale_staging(c->svc->cfg, app.id);
 	/* Extract beside the workspace, then swap: a crash leaves the old or
 	 * the new tree, never a mix. */
 	app_workspace_path(c->svc->cfg, app.id, &wsdir);
@@ -295,9 +312,13 @@ void h_checkpoint_revert_file(struct rctx *c)
 			    (size_t)c->svc->cfg->ws_max_file_bytes, &data, &err);
 	if (rc == -ENOENT) {
 		/* Not in the checkpoint: reverting means it goes away. */
-		if (ws_delete_file(&ws, path, &terr) < 0 && strcmp(terr.code, "not_found")) {
+		if (ws_delete_file(&ws, path, &terr) < 0) {
 			json_object_put(o);
-			respond_error(c, 422, terr.code, "%s", terr.message);
+			if (!strcmp(terr.code, "not_found"))
+				respond_error(c, 404, "not_found", "neither checkpoint %lld nor the draft has %.200s",
+					      (long long)ck.id, path);
+			else
+				respond_error(c, 422, terr.code, "%s", terr.message);
 			goto out;
 		}
 		json_object_object_add(o, "action", json_object_new_string("deleted"));
@@ -403,6 +424,9 @@ void h_checkpoint_diff(struct rctx *c)
 			json_object_object_add(e, "binary", json_object_new_boolean(binary == 1));
 			json_object_object_add(e, "diff", binary == 1 ? NULL :
 						   json_object_new_string_len(diff.buf, (int)diff.len));
+			/* over TEXTDIFF_MAX_LINES: a note instead of a diff */
+			if (binary == TEXTDIFF_TOO_LARGE)
+				truncated = 1;
 			json_object_object_add(e, "truncated", json_object_new_boolean(truncated));
 			budget = diff.len < budget ? budget - diff.len : 0;
 		}

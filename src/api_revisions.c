@@ -31,24 +31,8 @@ static json_object *revision_json(const struct db_result *r, size_t i)
 
 void h_revisions_list(struct rctx *c)
 {
-	struct app_row app;
-	struct db_result r;
-	json_object *items;
-	int64_t limit, cursor;
-	size_t i;
-
-	if (app_load(c, c->id[0], &app) < 0 || page_params(c, &limit, &cursor) < 0)
-		return;
-	if (db_query(&c->svc->db, &r, "SELECT " REV_COLUMNS " FROM app_revisions WHERE app_id = ? AND id < ? "
-				      "ORDER BY id DESC LIMIT ?", "iii", app.id, cursor, limit) < 0) {
-		respond_db_error(c);
-		return;
-	}
-	items = json_object_new_array();
-	for (i = 0; i < r.nrows; i++)
-		json_object_array_add(items, revision_json(&r, i));
-	respond_json(c, 200, page_json(items, limit, r.nrows ? db_int(&r, r.nrows - 1, 0) : 0));
-	db_result_free(&r);
+	respond_app_list(c, "SELECT " REV_COLUMNS " FROM app_revisions WHERE app_id = ? AND id < ? "
+			    "ORDER BY id DESC LIMIT ?", revision_json);
 }
 
 /* Answers the revision rev_id of app with its manifest. */
@@ -182,6 +166,112 @@ int app_lock_for_write(struct rctx *c, const struct app_row *app)
 	return fd;
 }
 
+/*
+ * json-c cuts an object key at an escaped NUL ("a\u0000b" reads as "a"), so
+ * an upload could name another file than the one it spells: the raw body
+ * (already valid JSON) is scanned for a key holding a NUL.
+ */
+static int body_key_has_nul(const char *s, size_t len)
+{
+	size_t i = 0;
+
+	while (i < len) {
+		int nul = 0;
+
+		if (s[i++] != '"')
+			continue;
+		for (; i < len && s[i] != '"'; i++) {
+			if (s[i] == '\0')
+				nul = 1;
+			if (s[i] == '\\' && i + 1 < len) {
+				if (s[i + 1] == 'u' && i + 5 < len && !memcmp(s + i + 2, "0000", 4))
+					nul = 1;
+				i++;
+			}
+		}
+		i++;
+		while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
+			i++;
+		if (nul && i < len && s[i] == ':')
+			return 1;
+	}
+	return 0;
+}
+
+static const char no_sha[] = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/* The draft as the upload will leave it, for the checks that can be made
+ * before the workspace is touched: a refused upload changes nothing. */
+static int check_upload(struct rctx *c, const struct workspace *ws, json_object *files, int replace)
+{
+	struct strbuf prefix = STRBUF_INIT;
+	struct manifest after, cur;
+	struct tool_error terr;
+	size_t i;
+	int ret = -1;
+
+	manifest_init(&after);
+	manifest_init(&cur);
+	if (!replace) {
+		if (manifest_build(ws, &cur, &terr) < 0) {
+			respond_error(c, strcmp(terr.code, "limit_exceeded") ? 500 : 413, terr.code, "%s",
+				      terr.message);
+			goto out;
+		}
+		for (i = 0; i < cur.n; i++)
+			if (!json_object_object_get_ex(files, cur.v[i].path, NULL) &&
+			    manifest_add(&after, cur.v[i].path, cur.v[i].size, no_sha, cur.v[i].mode) < 0)
+				goto oom;
+	}
+	{
+		json_object_object_foreach(files, path, content) {
+			size_t len = (size_t)json_object_get_string_len(content);
+
+			if (ws_path_is_ignored(ws, path)) {
+				respond_field_error(c, "files", "'%.200s' is inside an ignored folder "
+						    "(node_modules, dist, .git or one set for this app)", path);
+				goto out;
+			}
+			if (len > ws->lim.max_file_size) {
+				respond_error(c, 413, "too_large", "%.200s: is %zu bytes (limit %llu)", path, len,
+					      (unsigned long long)ws->lim.max_file_size);
+				goto out;
+			}
+			if (manifest_add(&after, path, len, no_sha, 0644) < 0)
+				goto oom;
+		}
+	}
+	if (after.n > ws->lim.max_files || after.total_size > ws->lim.max_total_size) {
+		respond_error(c, 413, "limit_exceeded", "the draft would hold %zu files, %llu bytes "
+			      "(limits: %u files, %llu bytes)", after.n, (unsigned long long)after.total_size,
+			      ws->lim.max_files, (unsigned long long)ws->lim.max_total_size);
+		goto out;
+	}
+	manifest_sort(&after);
+	for (i = 0; i < after.n; i++) {
+		const char *p = after.v[i].path, *slash;
+
+		for (slash = strchr(p, '/'); slash; slash = strchr(slash + 1, '/')) {
+			strbuf_reset(&prefix);
+			strbuf_add(&prefix, p, (size_t)(slash - p));
+			if (manifest_find(&after, prefix.buf)) {
+				respond_field_error(c, "files", "'%.200s' would be both a file and a folder",
+						    prefix.buf);
+				goto out;
+			}
+		}
+	}
+	ret = 0;
+	goto out;
+oom:
+	respond_error(c, 500, "internal", "out of memory");
+out:
+	manifest_release(&after);
+	manifest_release(&cur);
+	strbuf_release(&prefix);
+	return ret;
+}
+
 void h_revisions_create(struct rctx *c)
 {
 	struct snapshot_req req = { 0 };
@@ -208,6 +298,10 @@ void h_revisions_create(struct rctx *c)
 		respond_field_error(c, "files", "files must be a non-empty object of path -> content");
 		goto out;
 	}
+	if (body_key_has_nul(c->req->body.buf, c->req->body.len)) {
+		respond_field_error(c, "files", "a path must not contain NUL");
+		goto out;
+	}
 	{
 		json_object_object_foreach(files, path, content) {
 			if (ws_path_check(NULL, path, strlen(path), &terr) < 0) {
@@ -229,6 +323,8 @@ void h_revisions_create(struct rctx *c)
 		goto out;
 	}
 	ws_ok = 1;
+	if (check_upload(c, &ws, files, replace) < 0)
+		goto out;
 	if (replace) {
 		struct manifest cur;
 
@@ -249,7 +345,7 @@ void h_revisions_create(struct rctx *c)
 					  (size_t)json_object_get_string_len(content), 0644, &terr) < 0) {
 				int status = !strcmp(terr.code, "limit_exceeded") || !strcmp(terr.code, "too_large") ? 413 : 422;
 
-				respond_error(c, status, terr.code, "%.200s: %s", path, terr.message);
+				respond_error(c, status, terr.code, "%s", terr.message);
 				goto out;
 			}
 		}

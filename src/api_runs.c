@@ -102,12 +102,14 @@ void h_runs_create(struct rctx *c)
 				 "request_sha256, base_revision_id) VALUES (?, ?, ?, ?, ?, ?)",
 		    "iisssi", app.id, c->org_id, input, crid, hash, app.draft_revision_id) < 0) {
 		int dup = db_is_duplicate(&c->svc->db);
-		int on_crid = dup && strstr(c->svc->db.errmsg, "client_req");
 
 		db_rollback(&c->svc->db);
-		if (on_crid) /* the same key raced us: answer like a replay */
-			replay_idempotent(c, app.id, crid, hash);
-		else if (dup)
+		/* The same key raced us: answer like a replay. The run it made
+		 * is also the active one, and InnoDB may report that key
+		 * instead, so look the key up whichever collided. */
+		if (dup && crid && replay_idempotent(c, app.id, crid, hash))
+			goto out;
+		if (dup)
 			respond_run_active(c, app.id);
 		else
 			respond_db_error(c);
@@ -119,7 +121,8 @@ void h_runs_create(struct rctx *c)
 		"i", run_id);
 	payload = json_object_new_object();
 	json_object_object_add(payload, "input", json_object_new_string(input));
-	json_object_object_add(payload, "attempt", json_object_new_int(0));
+	/* the attempt it is queued for; a resumed attempt announces its own */
+	json_object_object_add(payload, "attempt", json_object_new_int(1));
 	rc = event_append_locked(&c->svc->db, run_id, "run.accepted", payload) < 0 ? -1 : 0;
 	json_object_put(payload);
 	if (rc < 0 || db_commit(&c->svc->db) < 0) {
@@ -134,24 +137,8 @@ out:
 
 void h_runs_list(struct rctx *c)
 {
-	struct app_row app;
-	struct db_result r;
-	json_object *items;
-	int64_t limit, cursor;
-	size_t i;
-
-	if (app_load(c, c->id[0], &app) < 0 || page_params(c, &limit, &cursor) < 0)
-		return;
-	if (db_query(&c->svc->db, &r, "SELECT " RUN_COLUMNS " FROM agent_runs WHERE app_id = ? AND id < ? "
-				      "ORDER BY id DESC LIMIT ?", "iii", app.id, cursor, limit) < 0) {
-		respond_db_error(c);
-		return;
-	}
-	items = json_object_new_array();
-	for (i = 0; i < r.nrows; i++)
-		json_object_array_add(items, run_json(&r, i));
-	respond_json(c, 200, page_json(items, limit, r.nrows ? db_int(&r, r.nrows - 1, 0) : 0));
-	db_result_free(&r);
+	respond_app_list(c, "SELECT " RUN_COLUMNS " FROM agent_runs WHERE app_id = ? AND id < ? "
+			    "ORDER BY id DESC LIMIT ?", run_json);
 }
 
 void h_run_get(struct rctx *c)

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fileutil.h"
 #include "strbuf.h"
 #include "tool_error.h"
 #include "util.h"
@@ -48,10 +49,11 @@ int ckpt_sha_valid(const char *s)
 int ckpt_name_parse(const char *name, char sha_out[SHA256_HEX_LEN + 1])
 {
 	static const char suffix[] = ".tar.zst";
-	const char *sha = name + 3;
+	const char *sha;
 
 	if (!name || strlen(name) != 3 + SHA256_HEX_LEN + sizeof(suffix) - 1)
 		return -1;
+	sha = name + 3;
 	if (!is_hex_lower(name[0]) || !is_hex_lower(name[1]) || name[2] != '/' ||
 	    name[0] != sha[0] || name[1] != sha[1])
 		return -1;
@@ -74,10 +76,10 @@ void ckpt_name_from_sha(const char *sha, char name[CKPT_NAME_MAX])
 
 void ckpt_quote(struct strbuf *sb, const char *name)
 {
-	size_t i;
+	size_t len = strnlen(name, 201);
 
 	strbuf_addch(sb, '"');
-	for (i = 0; name[i] && i < 200; i++) {
+	for (size_t i = 0; i < len && i < 200; i++) {
 		unsigned char c = (unsigned char)name[i];
 
 		if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\')
@@ -85,7 +87,7 @@ void ckpt_quote(struct strbuf *sb, const char *name)
 		else
 			strbuf_addch(sb, (char)c);
 	}
-	strbuf_addstr(sb, name[i] ? "\"..." : "\"");
+	strbuf_addstr(sb, len > 200 ? "\"..." : "\"");
 }
 
 /* ------------------------------------------------------------------ */
@@ -515,29 +517,12 @@ out:
 /* ------------------------------------------------------------------ */
 /* Writer                                                             */
 
-static int write_all(int fd, const void *data, size_t len)
-{
-	const char *p = data;
-
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
 
 static la_ssize_t writer_cb(struct archive *a, void *ctx, const void *buf,
 			    size_t len)
 {
 	struct ckpt_pack_writer *w = ctx;
-	int ret = write_all(w->fd, buf, len);
+	int ret = fd_write_all(w->fd, buf, len);
 
 	if (ret) {
 		w->write_errno = -ret;

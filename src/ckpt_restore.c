@@ -38,23 +38,6 @@ struct extract {
 	unsigned char *copy_buf;
 };
 
-static int write_all(int fd, const void *data, size_t len)
-{
-	const char *p = data;
-
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
 
 static int entry_error(struct strbuf *err, const char *path, const char *what, int e)
 {
@@ -143,7 +126,7 @@ struct fd_sink {
 static int sink_fd(void *ctx, const void *data, size_t len)
 {
 	struct fd_sink *s = ctx;
-	int ret = write_all(s->fd, data, len);
+	int ret = fd_write_all(s->fd, data, len);
 
 	if (ret)
 		s->err = -ret;
@@ -170,7 +153,7 @@ static int copy_file(struct extract *x, int from, const struct manifest_entry *e
 		}
 		if (n == 0)
 			break;
-		ret = write_all(fd, x->copy_buf, (size_t)n);
+		ret = fd_write_all(fd, x->copy_buf, (size_t)n);
 		if (ret) {
 			ret = entry_error(err, e->path, "cannot write", -ret);
 			break;

@@ -45,8 +45,10 @@ static int store_lock(const struct ckpt_store *st, int how, struct strbuf *err)
 	int fd = openat(st->root_fd, LOCK_FILE, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
 
 	if (fd < 0) {
-		strbuf_addf(err, "cannot open %s/%s: %s", st->root, LOCK_FILE, strerror(errno));
-		return -errno;
+		int e = errno;
+
+		strbuf_addf(err, "cannot open %s/%s: %s", st->root, LOCK_FILE, strerror(e));
+		return -e;
 	}
 	while (flock(fd, how) < 0) {
 		int e = errno;
@@ -123,7 +125,7 @@ int ckpt_store_open(struct ckpt_store *st, const char *root,
 	if (st->root_fd < 0 ||
 	    (mkdirat(st->root_fd, TMP_DIR, 0755) < 0 && errno != EEXIST)) {
 		ret = -errno;
-		strbuf_addf(err, "cannot open %s: %s", root, strerror(errno));
+		strbuf_addf(err, "cannot open %s: %s", root, strerror(-ret));
 		ckpt_store_close(st);
 		return ret;
 	}
@@ -171,14 +173,9 @@ struct list_ctx {
 static int list_archive(void *vctx, int dir_fd, const char *name)
 {
 	struct list_ctx *c = vctx;
-	char full[CKPT_NAME_MAX + 8];
+	struct listed *slot;
 	struct stat st;
 
-	if (snprintf(full, sizeof(full), "%s/%s", c->prefix, name) >= CKPT_NAME_MAX ||
-	    ckpt_name_parse(full, NULL) < 0)
-		return 0;
-	if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
-		return 0;
 	if (c->n == c->alloc) {
 		size_t alloc = c->alloc ? c->alloc * 2 : 64;
 		struct listed *nv = realloc(c->v, alloc * sizeof(*nv));
@@ -188,9 +185,14 @@ static int list_archive(void *vctx, int dir_fd, const char *name)
 		c->v = nv;
 		c->alloc = alloc;
 	}
-	memcpy(c->v[c->n].name, full, CKPT_NAME_MAX);
-	c->v[c->n].mtime = st.st_mtime;
-	c->v[c->n].size = (uint64_t)st.st_size;
+	slot = &c->v[c->n];
+	if (snprintf(slot->name, CKPT_NAME_MAX, "%s/%s", c->prefix, name) >= CKPT_NAME_MAX ||
+	    ckpt_name_parse(slot->name, NULL) < 0)
+		return 0;
+	if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+		return 0;
+	slot->mtime = st.st_mtime;
+	slot->size = (uint64_t)st.st_size;
 	c->n++;
 	return 0;
 }
@@ -567,6 +569,8 @@ int ckpt_write(struct ckpt_store *st, const struct manifest *m,
 			strbuf_addstr(err, ": bad manifest entry");
 			ret = -EINVAL;
 		}
+	/* in[] is all NULL yet, so sorting the copy keeps it in step */
+	manifest_sort(&pm.m);
 	if (!ret)
 		ret = ckpt_pm_check(&pm, &st->lim, err);
 	if (ret)

@@ -109,7 +109,7 @@ static int is_conn_lost(unsigned e)
 {
 	return e == CR_SERVER_GONE_ERROR || e == CR_SERVER_LOST ||
 	       e == CR_CONNECTION_ERROR || e == CR_CONN_HOST_ERROR ||
-	       e == ER_CONNECTION_KILLED || e == 1927 /* ER_CONNECTION_KILLED (MariaDB) */ ||
+	       e == ER_CONNECTION_KILLED ||
 	       e == ER_SERVER_SHUTDOWN || e == CR_COMMANDS_OUT_OF_SYNC;
 }
 
@@ -152,8 +152,8 @@ static MYSQL_STMT *stmt_get(struct db *db, const char *sql)
 		/* Full: evict the oldest; SQL texts are a small fixed set. */
 		mysql_stmt_close(c->stmt[0]);
 		free(c->sql[0]);
-		memmove(c->sql, c->sql + 1, sizeof(c->sql[0]) * (DB_CACHE_SLOTS - 1));
-		memmove(c->stmt, c->stmt + 1, sizeof(c->stmt[0]) * (DB_CACHE_SLOTS - 1));
+		memmove(c->sql, c->sql + 1, sizeof(char *) * (DB_CACHE_SLOTS - 1));
+		memmove(c->stmt, c->stmt + 1, sizeof(MYSQL_STMT *) * (DB_CACHE_SLOTS - 1));
 		c->n--;
 	}
 	c->sql[c->n] = xstrdup(sql);
@@ -266,10 +266,8 @@ static int fetch_rows(struct db *db, MYSQL_STMT *st, struct db_result *res)
 
 		if (row + 1 > alloc) {
 			alloc = alloc ? alloc * 2 : 8;
-			res->cells = realloc(res->cells, alloc * ncols * sizeof(*res->cells));
-			res->lens = realloc(res->lens, alloc * ncols * sizeof(*res->lens));
-			if (!res->cells || !res->lens)
-				abort();
+			res->cells = xrealloc(res->cells, alloc * ncols, sizeof(*res->cells));
+			res->lens = xrealloc(res->lens, alloc * ncols, sizeof(*res->lens));
 		}
 		for (c = 0; c < ncols; c++) {
 			char *cell;

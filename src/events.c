@@ -36,8 +36,9 @@ int64_t event_append_locked(struct db *db, int64_t run_id, const char *type,
 	return seq;
 }
 
-int64_t event_append(struct db *db, int64_t run_id, const char *lease_owner,
-		     const char *type, json_object *payload)
+int64_t event_append_with(struct db *db, int64_t run_id, const char *lease_owner,
+			  int (*extra)(struct db *db, void *ctx), void *ctx,
+			  const char *type, json_object *payload)
 {
 	struct db_result r;
 	int64_t seq = -1;
@@ -59,6 +60,8 @@ int64_t event_append(struct db *db, int64_t run_id, const char *lease_owner,
 				return EVENT_LEASE_LOST;
 			}
 		}
+		if (extra && extra(db, ctx) < 0)
+			goto fail;
 		seq = event_append_locked(db, run_id, type, payload);
 		if (seq < 0)
 			goto fail;
@@ -68,10 +71,17 @@ int64_t event_append(struct db *db, int64_t run_id, const char *lease_owner,
 fail:
 		db_rollback(db);
 fail_nolock:
+		/* deadlocks and lock waits are worth another try; the rest not */
 		if (!db_is_retryable(db))
 			return -1;
 	}
 	return -1;
+}
+
+int64_t event_append(struct db *db, int64_t run_id, const char *lease_owner,
+		     const char *type, json_object *payload)
+{
+	return event_append_with(db, run_id, lease_owner, NULL, NULL, type, payload);
 }
 
 void event_envelope(struct strbuf *out, const char *type, int64_t run_id, int64_t app_id,

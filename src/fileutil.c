@@ -14,7 +14,7 @@
 #include "strbuf.h"
 #include "util.h"
 
-static int write_all(int fd, const void *data, size_t len)
+int fd_write_all(int fd, const void *data, size_t len)
 {
 	const char *p = data;
 
@@ -68,7 +68,7 @@ int file_write_atomic_at(int dir_fd, const char *name, const void *data,
 		ret = -errno;
 		goto out;
 	}
-	ret = write_all(fd, data, len);
+	ret = fd_write_all(fd, data, len);
 	if (!ret && fchmod(fd, mode) < 0)
 		ret = -errno;
 	if (!ret && fsync(fd) < 0)

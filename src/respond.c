@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <string.h>
 
+#include "apps.h"
 #include "log.h"
 #include "util.h"
 
@@ -31,8 +32,9 @@ void respond_empty(struct rctx *c, int status)
 	strbuf_reset(&c->res->body);
 }
 
-static void respond_error_v(struct rctx *c, int status, const char *code,
-			    json_object *extra, const char *fmt, va_list ap)
+static __attribute__((format(printf, 5, 0))) void
+respond_error_v(struct rctx *c, int status, const char *code, json_object *extra,
+		const char *fmt, va_list ap)
 {
 	struct strbuf msg = STRBUF_INIT;
 	json_object *err = json_object_new_object(), *root = json_object_new_object();
@@ -311,6 +313,27 @@ json_object *page_json(json_object *items, int64_t limit, int64_t last_id)
 		json_object_object_add(page, "next_cursor", NULL);
 	}
 	return page;
+}
+
+void respond_app_list(struct rctx *c, const char *sql, row_json_fn row_json)
+{
+	struct app_row app;
+	struct db_result r;
+	json_object *items;
+	int64_t limit, cursor;
+	size_t i;
+
+	if (app_load(c, c->id[0], &app) < 0 || page_params(c, &limit, &cursor) < 0)
+		return;
+	if (db_query(&c->svc->db, &r, sql, "iii", app.id, cursor, limit) < 0) {
+		respond_db_error(c);
+		return;
+	}
+	items = json_object_new_array();
+	for (i = 0; i < r.nrows; i++)
+		json_object_array_add(items, row_json(&r, i));
+	respond_json(c, 200, page_json(items, limit, r.nrows ? db_int(&r, r.nrows - 1, 0) : 0));
+	db_result_free(&r);
 }
 
 json_object *json_time(const char *v)

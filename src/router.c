@@ -71,7 +71,7 @@ static int route_match(const char *pattern, const char *path, int64_t *ids, cons
 	size_t nid = 0;
 
 	while (*p && *s) {
-		const char *pe = strchr(p, '/'), *se;
+		const char *pe, *se;
 		size_t plen, slen;
 
 		if (*p != '/' || *s != '/')

@@ -50,45 +50,25 @@ json_object *run_json(const struct db_result *r, size_t i)
 	return o;
 }
 
+struct finish_state {
+	int64_t run_id;
+	const char *status, *code, *message;
+};
+
+static int set_terminal_status(struct db *db, void *ctx)
+{
+	const struct finish_state *f = ctx;
+
+	return db_exec(db, "UPDATE agent_runs SET status = ?, error_code = ?, error_message = ?, "
+			   "finished_at = NOW(3), lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
+		       "sssi", f->status, f->code, f->message, f->run_id) < 0 ? -1 : 0;
+}
+
 int64_t run_finish(struct db *db, int64_t run_id, const char *lease_owner, const char *status,
 		   const char *error_code, const char *error_message, const char *event_type,
 		   json_object *payload)
 {
-	struct db_result r;
-	int64_t seq;
-	int tries;
+	struct finish_state f = { run_id, status, error_code, error_message };
 
-	for (tries = 0; tries < 3; tries++) {
-		if (db_begin(db) < 0)
-			return -1;
-		if (lease_owner) {
-			int ok;
-
-			if (db_query(db, &r, "SELECT lease_owner = ? AND status = 'running' FROM agent_runs "
-					     "WHERE id = ? FOR UPDATE", "si", lease_owner, run_id) < 0)
-				goto fail;
-			ok = r.nrows == 1 && db_int(&r, 0, 0) == 1;
-			db_result_free(&r);
-			if (!ok) {
-				db_rollback(db);
-				return EVENT_LEASE_LOST;
-			}
-		}
-		if (db_exec(db, "UPDATE agent_runs SET status = ?, error_code = ?, error_message = ?, "
-				"finished_at = NOW(3), lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
-			    "sssi", status, error_code, error_message, run_id) < 0)
-			goto fail;
-		seq = event_append_locked(db, run_id, event_type, payload);
-		if (seq < 0)
-			goto fail;
-		if (db_commit(db) < 0)
-			goto fail_nolock;
-		return seq;
-fail:
-		db_rollback(db);
-fail_nolock:
-		if (!db_is_retryable(db))
-			return -1;
-	}
-	return -1;
+	return event_append_with(db, run_id, lease_owner, set_terminal_status, &f, event_type, payload);
 }

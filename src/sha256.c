@@ -66,6 +66,8 @@ void sha256_update(struct sha256 *c, const void *data, size_t len)
 {
 	const unsigned char *p = data;
 
+	if (!len)
+		return; /* data may be NULL then */
 	c->bytes += len;
 	if (c->used) {
 		size_t take = 64 - c->used < len ? 64 - c->used : len;

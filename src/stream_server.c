@@ -162,9 +162,7 @@ static void channel_append(struct channel *ch, struct frame *f, size_t n)
 		}
 		if (ch->n == ch->alloc) {
 			ch->alloc = ch->alloc ? ch->alloc * 2 : 16;
-			ch->frames = realloc(ch->frames, ch->alloc * sizeof(*ch->frames));
-			if (!ch->frames)
-				abort();
+			ch->frames = xrealloc(ch->frames, ch->alloc, sizeof(*ch->frames));
 		}
 		f[i].seq = seq;
 		ch->frames[ch->n++] = f[i];
@@ -203,10 +201,8 @@ static void *poller_main(void *arg)
 				continue;
 			if (nw == alloc) {
 				alloc = alloc ? alloc * 2 : 64;
-				w = realloc(w, alloc * sizeof(*w));
-				ids = realloc(ids, alloc * sizeof(*ids));
-				if (!w || !ids)
-					abort();
+				w = xrealloc(w, alloc, sizeof(*w));
+				ids = xrealloc(ids, alloc, sizeof(*ids));
 			}
 			ch->refs++;
 			w[nw].ch = ch;

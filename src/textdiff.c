@@ -312,15 +312,20 @@ struct emitter {
 };
 
 #define TRUNC_MARKER_MAX 64
+#define NO_NEWLINE "\n\\ No newline at end of file\n"
 
-/* Appends unless that would leave no room for the truncation marker. */
-static int emit(struct emitter *e, const char *s, size_t len)
+/* 0 when len more bytes fit and still leave room for the truncation
+ * marker; otherwise writes the marker (if it fits at all), sets the flag
+ * and returns -1, so output always ends at a line boundary. */
+static int reserve(struct emitter *e, size_t len)
 {
 	size_t used = e->out->len - e->start;
 
 	if (e->truncated)
 		return -1;
-	if (len > e->cap || used + len + TRUNC_MARKER_MAX > e->cap) {
+	if (len <= e->cap && used + len + TRUNC_MARKER_MAX <= e->cap)
+		return 0;
+	{
 		char marker[TRUNC_MARKER_MAX];
 		int n = snprintf(marker, sizeof(marker),
 				 "... diff truncated at %zu bytes\n", e->cap);
@@ -328,23 +333,28 @@ static int emit(struct emitter *e, const char *s, size_t len)
 		e->truncated = 1;
 		if (n > 0 && used + (size_t)n <= e->cap)
 			strbuf_add(e->out, marker, (size_t)n);
-		return -1;
 	}
+	return -1;
+}
+
+static int emit(struct emitter *e, const char *s, size_t len)
+{
+	if (reserve(e, len) < 0)
+		return -1;
 	return strbuf_add(e->out, s, len);
 }
 
 static int emit_line(struct emitter *e, char prefix, const struct line *l)
 {
-	struct strbuf tmp = STRBUF_INIT;
-	int ret;
+	int no_newline = l->p[l->len - 1] != '\n';
+	size_t len = 1 + l->len + (no_newline ? sizeof(NO_NEWLINE) - 1 : 0);
 
-	strbuf_addch(&tmp, prefix);
-	strbuf_add(&tmp, l->p, l->len);
-	if (!l->len || l->p[l->len - 1] != '\n')
-		strbuf_addstr(&tmp, "\n\\ No newline at end of file\n");
-	ret = emit(e, tmp.buf, tmp.len);
-	strbuf_release(&tmp);
-	return ret;
+	if (reserve(e, len) < 0)
+		return -1;
+	if (strbuf_addch(e->out, prefix) < 0 || strbuf_add(e->out, l->p, l->len) < 0 ||
+	    (no_newline && strbuf_addstr(e->out, NO_NEWLINE) < 0))
+		return -1;
+	return 0;
 }
 
 /* "l,n"; an empty range names the line before it, like diff -u. */

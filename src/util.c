@@ -121,6 +121,20 @@ void *xcalloc(size_t n, size_t size)
 	return r;
 }
 
+void *xrealloc(void *ptr, size_t n, size_t size)
+{
+	size_t bytes;
+	void *r;
+
+	if (size && n > (size_t)-1 / size)
+		abort();
+	bytes = n * size;
+	r = realloc(ptr, bytes > 0 ? bytes : 1);
+	if (!r)
+		abort();
+	return r;
+}
+
 int utf8_valid(const char *str, size_t len)
 {
 	const unsigned char *s = (const unsigned char *)str;

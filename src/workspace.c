@@ -13,6 +13,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "fileutil.h"
 #include "strbuf.h"
 #include "tool_error.h"
 #include "util.h"
@@ -577,7 +578,6 @@ static int open_parent(const struct workspace *ws, const char *rel,
 			dir.buf[i] = '/';
 	}
 	fd = prev;
-	prev = -1;
 	goto out;
 fail:
 	if (prev >= 0)
@@ -700,23 +700,6 @@ static int count_cb(void *ctx, const char *rel, const struct stat *st)
 	return 0;
 }
 
-static int write_all(int fd, const void *data, size_t len)
-{
-	const char *p = data;
-
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
 
 /* Temp file beside the target, fsync, rename over it, fsync the folder. A
  * fixed-length temp name keeps 255-byte target names writable. */
@@ -735,7 +718,7 @@ static int replace_atomically(int dirfd, const char *base, const void *data,
 		    mode);
 	if (fd < 0)
 		return -errno;
-	ret = write_all(fd, data, len);
+	ret = fd_write_all(fd, data, len);
 	if (!ret && fchmod(fd, mode) < 0)
 		ret = -errno;
 	if (!ret && fsync(fd) < 0)

@@ -878,6 +878,10 @@ class Workspace {
     this.cancelling = false;
     this.sending = false;
     this.previewLoads = 0;
+    this.pendingRefresh = null;
+    this.scrollPending = false;
+    this.viewerSeq = 0;  // the newest file load; older answers are dropped
+    this.revertSeq = 0;  // likewise for the revert form's file list
   }
 
   /* Calls the API unless this workspace was closed meanwhile. */
@@ -1009,7 +1013,7 @@ class Workspace {
       runUrl: `${this.agent}/runs/${run.id}`,
       lastSeq: () => turn.lastSeq,
       onEnvelope: (env) => {
-        if (turn.apply(env)) this.onLiveEvent(turn, env);
+        if (turn.apply(env)) this.onLiveEvent(env);
       },
       onState: (state) => {
         if (this.stream === stream && !this.closed) setConnection(state);
@@ -1030,7 +1034,7 @@ class Workspace {
     this.updateControls();
   }
 
-  onLiveEvent(turn, env) {
+  onLiveEvent(env) {
     this.updateRunBar();
     if (env.type === 'revision.created') {
       const rid = env.payload && env.payload.revision_id;
@@ -1280,7 +1284,7 @@ class Workspace {
     const rid = this.draftRevisionId;
     const viewer = $('file-viewer');
     viewer.setAttribute('aria-busy', 'true');
-    const seqNo = (this.viewerSeq = (this.viewerSeq || 0) + 1);
+    const seqNo = ++this.viewerSeq;
     try {
       const res = await api('GET', `${this.base}/revisions/${rid}/files/${encodePath(path)}`, undefined, { signal: this.abort.signal, raw: true });
       const ctype = (res.headers.get('Content-Type') || 'application/octet-stream').toLowerCase();
@@ -1367,12 +1371,12 @@ class Workspace {
 
   renderCheckpoints() {
     const list = $('checkpoint-list');
-    const current = this.app ? this.app.draft_revision_id ?? this.draftRevisionId : this.draftRevisionId;
+    const current = this.draftRevisionId ?? this.app?.draft_revision_id ?? null;
     if (this.checkpoints.length === 0) {
       list.replaceChildren(h('li', { class: 'muted empty' }, 'No checkpoints yet. The first run creates one.'));
     } else {
       list.replaceChildren(...this.checkpoints.map((cp) => {
-        const isCurrent = cp.revision_id === (this.draftRevisionId ?? current);
+        const isCurrent = cp.revision_id === current;
         return h('li', {
           class: 'cp', 'data-testid': 'checkpoint-item', 'data-checkpoint-id': cp.id, 'data-type': cp.type,
           'data-revision-id': cp.revision_id, 'data-run-id': cp.run_id ?? '',
@@ -1512,7 +1516,7 @@ class Workspace {
       fileSel.replaceChildren(h('option', { value: '' }, 'No checkpoint selected'));
       return;
     }
-    const seqNo = (this.revertSeq = (this.revertSeq || 0) + 1);
+    const seqNo = ++this.revertSeq;
     let cpFiles = [];
     try {
       const cp = await this.call('GET', `${this.agent}/checkpoints/${cpId}`);

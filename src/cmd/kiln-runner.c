@@ -117,7 +117,7 @@ static int claim_next(struct runner *rn)
 	struct db *db = &rn->db;
 	struct db_result r;
 	int64_t run_id, attempt;
-	int expired, cancel;
+	int expired, cancel, i;
 
 	if (db_begin(db) < 0)
 		return -1;
@@ -135,6 +135,17 @@ static int claim_next(struct runner *rn)
 	expired = db_int(&r, 0, 2) == 1;
 	cancel = db_int(&r, 0, 3) == 1;
 	db_result_free(&r);
+	for (i = 0; expired && i < rn->nkids; i++) {
+		if (rn->kids[i].run_id != run_id)
+			continue;
+		/* Our own child still drives it: only the renewals failed for a
+		 * while. A second child would drive the same run under the same
+		 * lease owner, so renew the lease instead. */
+		if (db_exec(db, "UPDATE agent_runs SET lease_expires_at = NOW(3) + INTERVAL ? SECOND WHERE id = ?",
+			    "ii", rn->cfg.runner_lease_s, run_id) < 0)
+			goto fail;
+		return db_commit(db) < 0 ? -1 : 0;
+	}
 	if (expired && attempt >= rn->cfg.runner_max_attempts) {
 		json_object *p = lost_payload(attempt);
 

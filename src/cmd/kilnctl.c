@@ -105,14 +105,13 @@ static int cmd_migrate(struct config *cfg, struct db *db)
 
 		if (len > 4 && !strcmp(de->d_name + len - 4, ".sql") &&
 		    de->d_name[0] >= '0' && de->d_name[0] <= '9') {
-			names = realloc(names, (n + 1) * sizeof(*names));
-			if (!names)
-				abort();
+			names = xrealloc(names, n + 1, sizeof(*names));
 			names[n++] = xstrdup(de->d_name);
 		}
 	}
 	closedir(d);
-	qsort(names, n, sizeof(*names), cmp_str);
+	if (n)
+		qsort(names, n, sizeof(*names), cmp_str);
 	for (i = 0; i < n; i++) {
 		struct db_result r;
 		int done;
@@ -303,10 +302,12 @@ static int cmd_doctor(struct config *cfg, struct db *db, int db_ok)
 
 	printf("config: %s\n", cfg->config_file ? cfg->config_file : "(defaults and environment)");
 	printf("state_dir: %s\n", cfg->state_dir);
-	if (db_ok)
+	if (db_ok) {
 		printf("database: ok\n");
-	else
-		printf("database: UNREACHABLE (%s)\n", db->errmsg), bad = 1;
+	} else {
+		printf("database: UNREACHABLE (%s)\n", db->errmsg);
+		bad = 1;
+	}
 	sandbox_config_default(&sc);
 	sc.run_uid = (uid_t)cfg->sandbox_uid;
 	sc.run_gid = (gid_t)cfg->sandbox_gid;

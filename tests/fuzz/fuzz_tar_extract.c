@@ -83,6 +83,12 @@ static void write_base_checkpoint(void)
 	strbuf_release(&err);
 }
 
+static void cleanup(void)
+{
+	ckpt_store_close(&store);
+	rm_rf(work);
+}
+
 static void setup(void)
 {
 	const char *tmp = getenv("TMPDIR");
@@ -96,6 +102,7 @@ static void setup(void)
 	snprintf(work, sizeof(work), "%s/kiln-fuzz-tar-XXXXXX", tmp);
 	if (!mkdtemp(work))
 		abort();
+	atexit(cleanup);
 	snprintf(path, sizeof(path), "%s/store", work);
 	if (ckpt_store_open(&store, path, &lim, &err) < 0)
 		abort();
@@ -170,7 +177,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (!store.root)
 		setup();
-	sha256_hex(data, size, sha);
+	sha256_hex(size ? (const void *)data : "", size, sha);
 	ckpt_name_from_sha(sha, name);
 	memcpy(dir, name, 2);
 	dir[2] = '\0';

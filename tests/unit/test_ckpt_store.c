@@ -107,7 +107,7 @@ static int walk(const char *root, const char *rel, struct manifest *m)
 		} else if (S_ISREG(st.st_mode)) {
 			strbuf_reset(&data);
 			ret = file_read_capped(p.buf, 1u << 30, &data);
-			sha256_hex(data.buf, data.len, hex);
+			sha256_hex(strbuf_str(&data), data.len, hex);
 			if (!ret)
 				ret = manifest_add(m, sub.buf, data.len, hex, st.st_mode & 07777);
 			/* only 0644/0755 exist in a restored tree */

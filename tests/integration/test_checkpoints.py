@@ -1,0 +1,865 @@
+"""Revisions and checkpoints through the real stack (nginx -> kiln-api ->
+MariaDB, kiln-runner with the scripted model): uploads, a run's revision and
+auto checkpoint, restore (undo) and the undo of a restore, single-file
+revert, diffs, hostile archives planted on disk, kilnctl checkpoint
+verify/gc, and kill -9 of the API worker in the middle of a restore."""
+
+import hashlib
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import tarfile
+import threading
+import time
+import urllib.parse
+
+from kiln_test import ENV, eventually, expect_error, kilnctl, new_org, request, unique
+
+ORG = {}
+
+
+def org():
+    if not ORG:
+        ORG["slug"], ORG["token"] = new_org()
+    return ORG["token"]
+
+
+# ---- helpers ---------------------------------------------------------------
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def b(s):
+    return s.encode() if isinstance(s, str) else s
+
+
+def api(aid, rest=""):
+    return "/admin/apps/%d%s" % (aid, rest)
+
+
+def ck(aid, rest=""):
+    return "/admin/apps/%d/coding-agent/checkpoints%s" % (aid, rest)
+
+
+def get(path, tok, status=200):
+    r = request("GET", path, token=tok)
+    assert r.status == status, (path, r)
+    return r.json()
+
+
+def post(path, body, tok, status=200):
+    r = request("POST", path, body, token=tok, timeout=60)
+    assert r.status == status, (path, r)
+    return r.json()
+
+
+def make_app(tok, files=None):
+    s = unique("ck")
+    app = post("/admin/apps", {"name": "App " + s, "slug": s}, tok, 201)
+    if files:
+        upload(tok, app["id"], files)
+    return app["id"]
+
+
+def upload(tok, aid, files, replace=True, status=201):
+    return post(api(aid, "/revisions"), {"files": files, "replace": replace}, tok, status)
+
+
+def app_row(tok, aid):
+    return get(api(aid), tok)
+
+
+def all_items(path, tok):
+    items, cursor = [], None
+    while True:
+        page = get(path + ("?limit=100" + ("&cursor=" + cursor if cursor else "")), tok)
+        items += page["items"]
+        cursor = page["next_cursor"]
+        if not cursor:
+            return items
+
+
+def checkpoints(tok, aid):
+    return all_items(ck(aid), tok)
+
+
+def revisions(tok, aid):
+    return all_items(api(aid, "/revisions"), tok)
+
+
+def quote(path):
+    return urllib.parse.quote(path, safe="/")
+
+
+def revision_files(tok, aid, rev_id):
+    """{path: bytes} of a revision, each file checked against the manifest."""
+    rev = get(api(aid, "/revisions/%d" % rev_id), tok)
+    out = {}
+    for f in rev["files"]:
+        r = request("GET", api(aid, "/revisions/%d/files/%s" % (rev_id, quote(f["path"]))), token=tok)
+        assert r.status == 200, (f, r)
+        assert len(r.body) == f["size"] and sha(r.body) == f["sha256"], f
+        out[f["path"]] = r.body
+    return out
+
+
+def checkpoint_files(tok, aid, cid):
+    c = get(ck(aid, "/%d" % cid), tok)
+    out = {}
+    for f in c["files"]:
+        r = request("GET", ck(aid, "/%d/files/%s" % (cid, quote(f["path"]))), token=tok)
+        assert r.status == 200, (f, r)
+        assert len(r.body) == f["size"] and sha(r.body) == f["sha256"], f
+        out[f["path"]] = r.body
+    return out
+
+
+def draft_files(tok, aid):
+    return revision_files(tok, aid, app_row(tok, aid)["draft_revision_id"])
+
+
+def workspace_dir(aid):
+    return os.path.join(ENV["KILN_STATE"], "workspaces", str(aid))
+
+
+def workspace_files(aid):
+    """{path: bytes} of the workspace on disk (every regular file)."""
+    root = workspace_dir(aid)
+    out = {}
+    for d, _dirs, files in os.walk(root):
+        for f in files:
+            p = os.path.join(d, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, root)] = fh.read()
+    return out
+
+
+def as_bytes(files):
+    return {k: b(v) for k, v in files.items()}
+
+
+def start_run(tok, aid, text):
+    return post(api(aid, "/coding-agent/runs"), {"input": text}, tok, 202)
+
+
+def wait_run(tok, aid, rid, timeout=40):
+    def done():
+        run = get(api(aid, "/coding-agent/runs/%d" % rid), tok)
+        return run if run["status"] not in ("queued", "running") else None
+    return eventually(done, timeout=timeout, what="run %d to end" % rid)
+
+
+def run_events(tok, aid, rid):
+    out, after = [], 0
+    while True:
+        page = get(api(aid, "/coding-agent/runs/%d/events?after=%d&limit=1000" % (rid, after)), tok)
+        out += page["items"]
+        after = page["next_after"]
+        if page["terminal"] or not page["items"]:
+            return out
+
+
+def run_to_end(tok, aid, text):
+    run = wait_run(tok, aid, start_run(tok, aid, text)["id"])
+    return run, run_events(tok, aid, run["id"])
+
+
+def event(events, kind):
+    found = [e["payload"] for e in events if e["type"] == kind]
+    assert len(found) == 1, (kind, [e["type"] for e in events])
+    return found[0]
+
+
+def db(sql):
+    sock = os.path.join(ENV["KILN_STATE"], "run", "mysql.sock")
+    p = subprocess.run(["mariadb", "--no-defaults", "-S", sock, "-u", "root", "-N", "-B", "kiln", "-e", sql],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    return [line.split("\t") for line in p.stdout.splitlines()]
+
+
+def archive_of(cid):
+    (row,) = db("SELECT archive, sha256 FROM checkpoints WHERE id = %d" % cid)
+    return row[0], row[1]
+
+
+def store_path(name):
+    return os.path.join(ENV["KILN_STATE"], "checkpoints", name)
+
+
+def kilnctl_env(*args, env=None):
+    binary = os.path.join(ENV["KILN_BUILD"], "bin", "kilnctl")
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([binary, "--config", ENV["KILN_CONFIG"], *args], capture_output=True,
+                          text=True, timeout=120, env=e)
+
+
+def restore(tok, aid, cid, body=None, status=200):
+    return post(ck(aid, "/%d/restore" % cid), body or {}, tok, status)
+
+
+# ---- uploads and the revision routes ---------------------------------------
+
+def test_upload_creates_manual_revision_and_checkpoint():
+    tok = org()
+    aid = make_app(tok)
+    assert app_row(tok, aid)["draft_revision_id"] is None
+    files = {"index.html": "<h1>Hello ü</h1>\n", "style.css": "h1 { color: red }\n",
+             "app.js": "console.log(1);\n", "data.json": '{"a": 1}', "notes/readme.md": "# notes\n",
+             "raw.bin": "a\u0000b\u00ff", "empty.txt": ""}
+    rev = upload(tok, aid, files)
+    assert rev["origin"] == "manual" and rev["parent_id"] is None and rev["run_id"] is None, rev
+    assert rev["checkpoint_id"] and rev["app_id"] == aid, rev
+    want = as_bytes(files)
+    assert rev["file_count"] == len(want) and rev["total_size"] == sum(len(v) for v in want.values()), rev
+    assert [f["path"] for f in rev["files"]] == sorted(want), rev["files"]
+    for f in rev["files"]:
+        assert f["size"] == len(want[f["path"]]) and f["sha256"] == sha(want[f["path"]]), f
+    assert app_row(tok, aid)["draft_revision_id"] == rev["id"]
+    # its checkpoint
+    c = get(ck(aid, "/%d" % rev["checkpoint_id"]), tok)
+    assert c["type"] == "manual" and c["revision_id"] == rev["id"] and c["run_id"] is None, c
+    assert c["file_count"] == len(want) and len(c["sha256"]) == 64 and c["size"] > 0, c
+    assert c["label"] and c["created_at"].endswith("Z"), c
+    assert [(f["path"], f["size"], f["sha256"]) for f in c["files"]] == \
+        [(f["path"], f["size"], f["sha256"]) for f in rev["files"]]
+    # the archive on disk is what the row says
+    name, digest = archive_of(c["id"])
+    with open(store_path(name), "rb") as fh:
+        data = fh.read()
+    assert digest == c["sha256"] == sha(data) and len(data) == c["size"], name
+    # exact bytes and a sensible Content-Type
+    types = {"index.html": "text/html", "style.css": "text/css", "app.js": "text/javascript",
+             "data.json": "application/json", "notes/readme.md": "text/markdown",
+             "raw.bin": "application/octet-stream", "empty.txt": "text/plain"}
+    for path, ctype in types.items():
+        r = request("GET", api(aid, "/revisions/%d/files/%s" % (rev["id"], path)), token=tok)
+        assert r.status == 200 and r.body == want[path], (path, r)
+        assert r.header("Content-Type").startswith(ctype), (path, r.header("Content-Type"))
+    assert revision_files(tok, aid, rev["id"]) == want
+    assert checkpoint_files(tok, aid, c["id"]) == want
+    assert workspace_files(aid) == want
+    for bad in ("nope.html", "..%2Findex.html", "notes", "%2Fetc%2Fpasswd"):
+        r = request("GET", api(aid, "/revisions/%d/files/%s" % (rev["id"], bad)), token=tok)
+        assert r.status == 404, (bad, r)
+    expect_error(request("GET", api(aid, "/revisions/99999999"), token=tok), 404, "not_found")
+
+    # replace: false merges into the draft
+    rev2 = upload(tok, aid, {"extra.txt": "extra\n", "index.html": "<h1>v2</h1>"}, replace=False)
+    assert rev2["parent_id"] == rev["id"] and rev2["origin"] == "manual", rev2
+    merged = dict(want, **as_bytes({"extra.txt": "extra\n", "index.html": "<h1>v2</h1>"}))
+    assert revision_files(tok, aid, rev2["id"]) == merged
+    assert workspace_files(aid) == merged
+    # replace: true (the default) makes the upload the whole draft
+    rev3 = upload(tok, aid, {"only.html": "<p>only</p>", "notes/new.md": "n"})
+    assert revision_files(tok, aid, rev3["id"]) == as_bytes({"only.html": "<p>only</p>", "notes/new.md": "n"})
+    assert workspace_files(aid) == as_bytes({"only.html": "<p>only</p>", "notes/new.md": "n"})
+    # the older revision keeps its files
+    assert revision_files(tok, aid, rev["id"]) == want
+
+    # lists: newest first, no manifests, one manual checkpoint per upload
+    revs = revisions(tok, aid)
+    assert [r["id"] for r in revs] == [rev3["id"], rev2["id"], rev["id"]], revs
+    assert all("files" not in r and r["origin"] == "manual" for r in revs), revs
+    cks = checkpoints(tok, aid)
+    assert [(c["type"], c["revision_id"]) for c in cks] == \
+        [("manual", rev3["id"]), ("manual", rev2["id"]), ("manual", rev["id"])], cks
+    assert all("files" not in c for c in cks)
+    page = get(api(aid, "/revisions?limit=1"), tok)
+    assert len(page["items"]) == 1 and page["next_cursor"], page
+    page2 = get(api(aid, "/revisions?limit=1&cursor=" + page["next_cursor"]), tok)
+    assert page2["items"][0]["id"] == rev2["id"], page2
+
+
+def test_upload_bad_paths_are_422_and_change_nothing():
+    tok = org()
+    aid = make_app(tok, {"index.html": "<h1>keep</h1>"})
+    before_app = app_row(tok, aid)
+    before_ws = workspace_files(aid)
+    n_ck = len(checkpoints(tok, aid))
+    bad_paths = ["../x", "/abs", "/etc/passwd", "a/../../b", "a\u0000b.html", "\u0000", "", "a//b", "./a",
+                 "a/./b", "a/", "x/\u202egnp.js", "a\nb", "node_modules/x.js", ".git/config", "dist/index.html",
+                 "x" * 2000]
+    for path in bad_paths:
+        for replace in (True, False):
+            r = request("POST", api(aid, "/revisions"), {"files": {"ok.txt": "fine", path: "evil"},
+                                                         "replace": replace}, token=tok)
+            expect_error(r, 422)
+    # a raw body with the NUL spelled in the key itself
+    raw = b'{"files": {"ok.txt": "x", "a\\u0000.html": "y"}}'
+    expect_error(request("POST", api(aid, "/revisions"), raw=raw, token=tok,
+                         headers={"Content-Type": "application/json"}), 422)
+    for body in ({"files": {"a.txt": 5}}, {"files": []}, {"files": {}}, {"files": "x"},
+                 {"files": {"a.txt": "x"}, "replace": "yes"}):
+        expect_error(request("POST", api(aid, "/revisions"), body, token=tok), 422)
+    err = expect_error(request("POST", api(aid, "/revisions"), {"replace": True}, token=tok), 422, "missing_field")
+    assert err["field"] == "files", err
+    after = app_row(tok, aid)
+    assert after["draft_revision_id"] == before_app["draft_revision_id"], after
+    assert len(checkpoints(tok, aid)) == n_ck
+    assert workspace_files(aid) == before_ws
+
+
+def test_writes_while_a_run_is_active_are_409():
+    tok = org()
+    aid = make_app(tok, {"index.html": "<h1>keep</h1>", "style.css": "a{}"})
+    (c0,) = checkpoints(tok, aid)
+    run = start_run(tok, aid, "[script:slow] take your time")
+    try:
+        err = expect_error(request("POST", api(aid, "/revisions"), {"files": {"x.txt": "x"}}, token=tok),
+                           409, "run_active")
+        assert err["run_id"] == run["id"], err
+        err = expect_error(request("POST", ck(aid, "/%d/restore" % c0["id"]), {}, token=tok), 409, "run_active")
+        assert err["run_id"] == run["id"], err
+        err = expect_error(request("POST", ck(aid, "/%d/restore" % c0["id"]), {"dry_run": True}, token=tok),
+                           409, "run_active")
+        expect_error(request("POST", ck(aid, "/%d/revert-file" % c0["id"]), {"path": "style.css"}, token=tok),
+                     409, "run_active")
+        assert workspace_files(aid) == as_bytes({"index.html": "<h1>keep</h1>", "style.css": "a{}"})
+    finally:
+        post(api(aid, "/coding-agent/runs/%d/cancel" % run["id"]), {"mode": "rollback"}, tok, 202)
+        wait_run(tok, aid, run["id"])
+    upload(tok, aid, {"x.txt": "x"}, replace=False)
+
+
+# ---- a run's revision and checkpoint ---------------------------------------
+
+def test_run_records_revision_and_auto_checkpoint():
+    tok = org()
+    aid = make_app(tok, {"index.html": "<h1>before</h1>", "keep.txt": "keep\n"})
+    (c0,) = checkpoints(tok, aid)
+    up_rev = app_row(tok, aid)["draft_revision_id"]
+    run, events = run_to_end(tok, aid, "[script:default] build a landing page")
+    assert run["status"] == "completed", run
+    assert run["base_revision_id"] == up_rev and run["revision_id"] and run["checkpoint_id"], run
+    rc = event(events, "revision.created")
+    assert rc["revision_id"] == run["revision_id"] and rc["parent_id"] == up_rev, rc
+    assert sorted(rc["added"]) == ["app.js", "style.css"] and rc["changed"] == ["index.html"], rc
+    assert rc["deleted"] == [], rc
+    cc = event(events, "checkpoint.created")
+    assert cc["checkpoint_id"] == run["checkpoint_id"] and cc["revision_id"] == run["revision_id"], cc
+    done = event(events, "run.completed")
+    assert done["changed"] is True and done["revision_id"] == run["revision_id"], done
+    assert done["checkpoint_id"] == run["checkpoint_id"], done
+
+    cks = checkpoints(tok, aid)
+    assert [c["id"] for c in cks] == [run["checkpoint_id"], c0["id"]], cks
+    c = cks[0]
+    assert c["type"] == "auto" and c["run_id"] == run["id"] and c["revision_id"] == run["revision_id"], c
+    assert c["label"] == cc["label"] and "landing page" in c["label"], c
+    assert c["summary"] == cc["summary"] and c["summary"], c
+    assert c["file_count"] == 4 and len(c["sha256"]) == 64 and c["size"] > 0, c
+    name, digest = archive_of(c["id"])
+    with open(store_path(name), "rb") as fh:
+        data = fh.read()
+    assert digest == c["sha256"] == sha(data) and len(data) == c["size"]
+
+    rev = get(api(aid, "/revisions/%d" % run["revision_id"]), tok)
+    assert rev["origin"] == "run" and rev["run_id"] == run["id"] and rev["parent_id"] == up_rev, rev
+    assert rev["checkpoint_id"] == c["id"], rev
+    full = get(ck(aid, "/%d" % c["id"]), tok)
+    assert [(f["path"], f["size"], f["sha256"]) for f in full["files"]] == \
+        [(f["path"], f["size"], f["sha256"]) for f in rev["files"]], full
+    files = checkpoint_files(tok, aid, c["id"])
+    assert sorted(files) == ["app.js", "index.html", "keep.txt", "style.css"], sorted(files)
+    assert b"Light for your ideas" in files["index.html"] and files["keep.txt"] == b"keep\n"
+    assert files == revision_files(tok, aid, rev["id"]) == workspace_files(aid)
+    assert app_row(tok, aid)["draft_revision_id"] == rev["id"]
+    expect_error(request("GET", ck(aid, "/%d/files/nope.txt" % c["id"]), token=tok), 404)
+    expect_error(request("GET", ck(aid, "/99999999"), token=tok), 404, "not_found")
+    # another organization sees none of it
+    _, other = new_org()
+    for path in (ck(aid, "/%d" % c["id"]), ck(aid, "/%d/files/index.html" % c["id"]),
+                 ck(aid, "/%d/diff/draft" % c["id"])):
+        expect_error(request("GET", path, token=other), 404)
+    expect_error(request("POST", ck(aid, "/%d/restore" % c0["id"]), {}, token=other), 404)
+
+
+def test_no_change_run_records_nothing():
+    tok = org()
+    aid = make_app(tok, {"index.html": "<h1>same</h1>"})
+    before = app_row(tok, aid)
+    n_rev, n_ck = len(revisions(tok, aid)), len(checkpoints(tok, aid))
+    run, events = run_to_end(tok, aid, "hello there [script:no-change]")
+    assert run["status"] == "completed", run
+    assert run["revision_id"] is None and run["checkpoint_id"] is None, run
+    done = event(events, "run.completed")
+    assert done["changed"] is False and done["revision_id"] is None and done["checkpoint_id"] is None, done
+    assert not [e for e in events if e["type"] in ("revision.created", "checkpoint.created")]
+    assert len(revisions(tok, aid)) == n_rev and len(checkpoints(tok, aid)) == n_ck
+    assert app_row(tok, aid)["draft_revision_id"] == before["draft_revision_id"]
+
+
+def test_upload_after_a_run_is_checkpointed_before_the_next_run_changes():
+    tok = org()
+    aid = make_app(tok, {"index.html": "<h1>start</h1>"})
+    run1, _ = run_to_end(tok, aid, "[script:default] build a landing page")
+    assert run1["status"] == "completed", run1
+    uploaded = upload(tok, aid, {"style.css": ":root { --title: red }\n", "extra.txt": "mine\n"},
+                      replace=False)
+    up_files = revision_files(tok, aid, uploaded["id"])
+    run2, events = run_to_end(tok, aid, "make the title blue")
+    assert run2["status"] == "completed" and run2["base_revision_id"] == uploaded["id"], run2
+    assert event(events, "revision.created")["changed"] == ["style.css"]
+    cks = checkpoints(tok, aid)
+    ids = [c["id"] for c in cks]
+    assert ids == sorted(ids, reverse=True)
+    assert ids.index(uploaded["checkpoint_id"]) == ids.index(run2["checkpoint_id"]) + 1, cks
+    # the uploaded state survives in its checkpoint and comes back on restore
+    assert checkpoint_files(tok, aid, uploaded["checkpoint_id"]) == up_files
+    assert b"--title: red" in up_files["style.css"]
+    assert b"#1d4ed8" in workspace_files(aid)["style.css"]
+    restore(tok, aid, uploaded["checkpoint_id"])
+    assert workspace_files(aid) == up_files == draft_files(tok, aid)
+
+
+# ---- restore (undo) and the undo of a restore --------------------------------
+
+def test_restore_is_undo_and_can_itself_be_undone():
+    tok = org()
+    aid = make_app(tok, {"index.html": "<h1>mine</h1>", "old.txt": "old\n"})
+    (c0,) = checkpoints(tok, aid)
+    pre = draft_files(tok, aid)
+    run, _ = run_to_end(tok, aid, "[script:default] build a landing page")
+    post_files = draft_files(tok, aid)
+    assert post_files != pre and workspace_files(aid) == post_files
+    run_rev = run["revision_id"]
+
+    # dry run: says what would change, changes nothing
+    n_ck = len(checkpoints(tok, aid))
+    d = restore(tok, aid, c0["id"], {"dry_run": True})
+    assert d["dry_run"] is True and d["added"] == [] and d["changed"] == ["index.html"], d
+    assert sorted(d["deleted"]) == ["app.js", "style.css"], d
+    assert "revision" not in d
+    assert app_row(tok, aid)["draft_revision_id"] == run_rev and len(checkpoints(tok, aid)) == n_ck
+    assert workspace_files(aid) == post_files
+
+    # a stale expected_revision_id: 409 revision_moved, nothing changes
+    err = expect_error(request("POST", ck(aid, "/%d/restore" % c0["id"]),
+                               {"expected_revision_id": c0["revision_id"]}, token=tok), 409, "revision_moved")
+    assert err["draft_revision_id"] == run_rev, err
+    assert workspace_files(aid) == post_files and app_row(tok, aid)["draft_revision_id"] == run_rev
+
+    # the restore
+    res = restore(tok, aid, c0["id"], {"expected_revision_id": run_rev})
+    assert res["added"] == [] and res["changed"] == ["index.html"], res
+    assert sorted(res["deleted"]) == ["app.js", "style.css"], res
+    rev, cp = res["revision"], res["checkpoint"]
+    assert rev["origin"] == "restore" and rev["parent_id"] == run_rev, rev
+    assert cp["type"] == "restore" and cp["revision_id"] == rev["id"] and cp["run_id"] is None, cp
+    assert str(c0["id"]) in cp["label"], cp
+    assert workspace_files(aid) == pre == draft_files(tok, aid)
+    full = get(api(aid, "/revisions/%d" % rev["id"]), tok)
+    assert full["origin"] == "restore" and full["checkpoint_id"] == cp["id"], full
+    assert app_row(tok, aid)["draft_revision_id"] == rev["id"]
+    assert checkpoints(tok, aid)[0]["id"] == cp["id"]
+
+    # undo the undo: back to the run's files
+    res2 = restore(tok, aid, run["checkpoint_id"], {"expected_revision_id": rev["id"]})
+    assert sorted(res2["added"]) == ["app.js", "style.css"] and res2["changed"] == ["index.html"], res2
+    assert res2["deleted"] == [] and res2["revision"]["parent_id"] == rev["id"], res2
+    assert workspace_files(aid) == post_files == draft_files(tok, aid)
+    # restoring what is already there still records a restore, and changes no file
+    res3 = restore(tok, aid, run["checkpoint_id"])
+    assert res3["added"] == res3["changed"] == res3["deleted"] == [], res3
+    assert workspace_files(aid) == post_files
+
+    expect_error(request("POST", ck(aid, "/99999999/restore"), {}, token=tok), 404)
+    other = make_app(tok, {"index.html": "other"})
+    (oc,) = checkpoints(tok, other)
+    expect_error(request("POST", ck(aid, "/%d/restore" % oc["id"]), {}, token=tok), 404)
+    for body in ({"dry_run": "yes"}, {"expected_revision_id": "x"}, {"expected_revision_id": -1}):
+        expect_error(request("POST", ck(aid, "/%d/restore" % c0["id"]), body, token=tok), 422)
+    assert workspace_files(aid) == post_files
+
+
+# ---- single-file revert -----------------------------------------------------
+
+def test_revert_file_restores_changed_deletes_added_and_brings_back_deleted():
+    tok = org()
+    v0 = {"index.html": "<h1>one</h1>", "gone.txt": "bye\n", "same.txt": "s", "sub/deep.css": "a{}"}
+    aid = make_app(tok, v0)
+    (c0,) = checkpoints(tok, aid)
+    upload(tok, aid, {"index.html": "<h1>two</h1>", "new.txt": "n", "same.txt": "s", "sub/deep.css": "b{}"})
+    n_rev = len(revisions(tok, aid))
+
+    def revert(path, action):
+        draft = app_row(tok, aid)["draft_revision_id"]
+        res = post(ck(aid, "/%d/revert-file" % c0["id"]), {"path": path}, tok)
+        assert res["path"] == path and res["action"] == action, res
+        assert res["revision"]["origin"] == "restore" and res["revision"]["parent_id"] == draft, res
+        assert res["checkpoint"]["type"] == "restore", res
+        assert res["checkpoint"]["revision_id"] == res["revision"]["id"], res
+        assert app_row(tok, aid)["draft_revision_id"] == res["revision"]["id"]
+        assert workspace_files(aid) == draft_files(tok, aid)
+        return res
+
+    revert("index.html", "restored")
+    ws = workspace_files(aid)
+    assert ws["index.html"] == b"<h1>one</h1>" and ws["new.txt"] == b"n" and ws["sub/deep.css"] == b"b{}", ws
+    revert("new.txt", "deleted")
+    assert "new.txt" not in workspace_files(aid)
+    revert("gone.txt", "restored")
+    assert workspace_files(aid)["gone.txt"] == b"bye\n"
+    revert("sub/deep.css", "restored")
+    assert workspace_files(aid) == as_bytes(v0) == draft_files(tok, aid)
+    assert len(revisions(tok, aid)) == n_rev + 4
+
+    for bad in ("../x", "/etc/passwd", "a/../../b", "", "a\u0000b", "dist/x.js"):
+        expect_error(request("POST", ck(aid, "/%d/revert-file" % c0["id"]), {"path": bad}, token=tok), 422)
+    expect_error(request("POST", ck(aid, "/%d/revert-file" % c0["id"]), {}, token=tok), 422, "missing_field")
+    expect_error(request("POST", ck(aid, "/%d/revert-file" % c0["id"]), {"path": 7}, token=tok), 422)
+    # a path in neither the checkpoint nor the draft: nothing to revert
+    expect_error(request("POST", ck(aid, "/%d/revert-file" % c0["id"]), {"path": "never.txt"}, token=tok), 404)
+    assert len(revisions(tok, aid)) == n_rev + 4
+    assert workspace_files(aid) == as_bytes(v0)
+
+
+# ---- diff ---------------------------------------------------------------------
+
+def test_diff_between_checkpoints_and_against_the_draft():
+    tok = org()
+    big_a = "".join("line %05d of the big file, some padding to make it longer....\n" % i for i in range(6000))
+    big_b = "".join("LINE %05d OF THE BIG FILE, SOME PADDING TO MAKE IT LONGER....\n" % i for i in range(6000))
+    v0 = {"a.txt": "line1\nline2\nline3\n", "bin.dat": "\u0000\u0001bin", "gone.txt": "g\n",
+          "same.txt": "same\n", "big.txt": big_a}
+    v1 = {"a.txt": "line1\nLINE2\nline3\n", "bin.dat": "\u0000\u0002bin", "new.txt": "n\n",
+          "same.txt": "same\n", "big.txt": big_b}
+    aid = make_app(tok, v0)
+    c0 = checkpoints(tok, aid)[0]["id"]
+    upload(tok, aid, v1)
+    c1 = checkpoints(tok, aid)[0]["id"]
+
+    for to in (str(c1), "draft"):
+        d = get(ck(aid, "/%d/diff/%s" % (c0, to)), tok)
+        assert d["from"] == c0 and d["to"] == (c1 if to != "draft" else "draft"), d
+        assert d["added"] == ["new.txt"] and d["removed"] == ["gone.txt"], d
+        changed = {e["path"]: e for e in d["changed"]}
+        assert sorted(changed) == ["a.txt", "big.txt", "bin.dat"], d["changed"]
+        a = changed["a.txt"]
+        assert a["binary"] is False and a["truncated"] is False, a
+        assert a["diff"].splitlines() == ["--- a/a.txt", "+++ b/a.txt", "@@ -1,3 +1,3 @@",
+                                          " line1", "-line2", "+LINE2", " line3"], a["diff"]
+        assert changed["bin.dat"]["binary"] is True and not changed["bin.dat"]["diff"], changed["bin.dat"]
+        big = changed["big.txt"]
+        assert big["truncated"] is True and big["binary"] is False, {k: big[k] for k in ("binary", "truncated")}
+        assert len(big["diff"]) < len(big_a) + len(big_b) and big["diff"].startswith("--- a/big.txt"), \
+            len(big["diff"])
+    # the reverse direction
+    d = get(ck(aid, "/%d/diff/%d" % (c1, c0)), tok)
+    assert d["added"] == ["gone.txt"] and d["removed"] == ["new.txt"], d
+    a = [e for e in d["changed"] if e["path"] == "a.txt"][0]
+    assert "-LINE2" in a["diff"].splitlines() and "+line2" in a["diff"].splitlines(), a
+    # same checkpoint: nothing
+    d = get(ck(aid, "/%d/diff/%d" % (c1, c1)), tok)
+    assert d["added"] == d["removed"] == d["changed"] == [], d
+    # the draft moves with uploads
+    upload(tok, aid, {"a.txt": "line1\nline2\nline3\nline4\n"}, replace=False)
+    d = get(ck(aid, "/%d/diff/draft" % c1), tok)
+    a = [e for e in d["changed"] if e["path"] == "a.txt"][0]
+    assert "+line4" in a["diff"].splitlines() and "-LINE2" in a["diff"].splitlines(), a
+    expect_error(request("GET", ck(aid, "/%d/diff/99999999" % c0), token=tok), 404)
+    expect_error(request("GET", ck(aid, "/99999999/diff/draft"), token=tok), 404)
+
+
+# ---- hostile archives planted on disk --------------------------------------
+
+def _tar_add(tf, name, data, **kw):
+    ti = tarfile.TarInfo(name)
+    ti.size = len(data)
+    ti.mode = kw.pop("mode", 0o644)
+    ti.mtime = 0
+    for k, v in kw.items():
+        setattr(ti, k, v)
+    tf.addfile(ti, io.BytesIO(data) if ti.type in (tarfile.REGTYPE, tarfile.AREGTYPE) else None)
+
+
+def _manifest(files):
+    return json.dumps({"format": "kiln-checkpoint/1", "sources": [],
+                       "files": [{"path": p, "size": len(d), "sha256": sha(d)} for p, d in sorted(files.items())]},
+                      separators=(",", ":")).encode()
+
+
+def _plant(tar_bytes):
+    """Compresses like the store (zstd) and writes it under its content name."""
+    z = subprocess.run(["zstd", "-q", "-c", "-3"], input=tar_bytes, capture_output=True, check=True).stdout
+    digest = sha(z)
+    name = "%s/%s.tar.zst" % (digest[:2], digest)
+    os.makedirs(os.path.dirname(store_path(name)), exist_ok=True)
+    with open(store_path(name), "wb") as fh:
+        fh.write(z)
+    return name, digest
+
+
+def _archive(build):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        build(tf)
+    return buf.getvalue()
+
+
+def _huge_header_archive(files):
+    """A well-formed start, then an object entry whose header claims 100 GiB."""
+    start = _archive(lambda tf: _tar_add(tf, ".kiln/manifest.json", _manifest(files)))
+    start = start[:-1024]  # drop the end-of-archive blocks
+    ti = tarfile.TarInfo("objects/" + sha(files["index.html"]))
+    ti.size = 100 << 30
+    ti.mode = 0o644
+    return start + ti.tobuf(format=tarfile.GNU_FORMAT) + b"\0" * 4096
+
+
+def _zero_bomb_archive(files):
+    """The manifest says a few bytes; the entry holds 96 MiB of zeros."""
+    class Zeros(io.RawIOBase):
+        def __init__(self, n):
+            self.n = n
+
+        def readinto(self, buf):
+            k = min(len(buf), self.n)
+            buf[:k] = b"\0" * k
+            self.n -= k
+            return k
+
+    def build(tf):
+        _tar_add(tf, ".kiln/manifest.json", _manifest(files))
+        ti = tarfile.TarInfo("objects/" + sha(files["index.html"]))
+        ti.size = 96 << 20
+        ti.mode = 0o644
+        tf.addfile(ti, io.BufferedReader(Zeros(ti.size)))
+    return _archive(build)
+
+
+def test_hostile_archives_are_refused_and_leave_the_workspace_alone():
+    tok = org()
+    aid = make_app(tok, {"index.html": "<h1>old</h1>"})
+    (c0,) = checkpoints(tok, aid)
+    current = {"index.html": "<h1>current</h1>", "x.txt": "x\n"}
+    upload(tok, aid, current)
+    draft = app_row(tok, aid)["draft_revision_id"]
+    orig = archive_of(c0["id"])
+    evil_dir = os.path.join(ENV["KILN_STATE"], "evil-%d" % aid)
+    evil_abs = os.path.join(ENV["KILN_STATE"], "evil-abs-%d" % aid)
+    good = {"index.html": b"<h1>hand-made</h1>"}
+    obj = "objects/" + sha(good["index.html"])
+    m = _manifest(good)
+
+    def ok_start(tf):
+        _tar_add(tf, ".kiln/manifest.json", m)
+
+    cases = {
+        "entry traversal": _archive(lambda tf: (ok_start(tf), _tar_add(tf, "../../evil-%d" % aid, b"pwned"))),
+        "object traversal": _archive(lambda tf: (ok_start(tf), _tar_add(tf, "objects/../../../evil", b"pwned"))),
+        "manifest traversal": _archive(lambda tf: (
+            _tar_add(tf, ".kiln/manifest.json", _manifest({"../evil.html": good["index.html"]})),
+            _tar_add(tf, obj, good["index.html"]))),
+        "manifest absolute": _archive(lambda tf: (
+            _tar_add(tf, ".kiln/manifest.json", _manifest({evil_abs: good["index.html"]})),
+            _tar_add(tf, obj, good["index.html"]))),
+        "symlink then through it": _archive(lambda tf: (
+            ok_start(tf), _tar_add(tf, "objects", b"", type=tarfile.SYMTYPE, linkname=evil_dir),
+            _tar_add(tf, obj, good["index.html"]))),
+        "symlink object": _archive(lambda tf: (
+            ok_start(tf), _tar_add(tf, obj, b"", type=tarfile.SYMTYPE, linkname="/etc/passwd"))),
+        "hard link object": _archive(lambda tf: (
+            ok_start(tf), _tar_add(tf, obj, b"", type=tarfile.LNKTYPE, linkname="/etc/passwd"))),
+        "absolute entry": _archive(lambda tf: (ok_start(tf), _tar_add(tf, evil_abs, b"pwned"),
+                                               _tar_add(tf, obj, good["index.html"]))),
+        "device node": _archive(lambda tf: (ok_start(tf), _tar_add(tf, obj, b"", type=tarfile.CHRTYPE,
+                                                                   devmajor=1, devminor=3))),
+        "fifo": _archive(lambda tf: (ok_start(tf), _tar_add(tf, obj, b"", type=tarfile.FIFOTYPE))),
+        "setuid object": _archive(lambda tf: (ok_start(tf), _tar_add(tf, obj, good["index.html"], mode=0o4755))),
+        "wrong content": _archive(lambda tf: (ok_start(tf), _tar_add(tf, obj, b"<h1>other bytes!</h1>"[:len(
+            good["index.html"])]))),
+        "manifest not first": _archive(lambda tf: (_tar_add(tf, obj, good["index.html"]), ok_start(tf))),
+        "huge header": _huge_header_archive(good),
+        "zero bomb": _zero_bomb_archive(good),
+    }
+    planted = []
+    try:
+        for what, tar_bytes in cases.items():
+            name, digest = _plant(tar_bytes)
+            planted.append(name)
+            db("UPDATE checkpoints SET archive = '%s', sha256 = '%s' WHERE id = %d" % (name, digest, c0["id"]))
+            t0 = time.time()
+            r = request("POST", ck(aid, "/%d/restore" % c0["id"]), {}, token=tok, timeout=60)
+            assert 400 <= r.status < 500, (what, r)
+            assert time.time() - t0 < 10, (what, time.time() - t0)
+            assert workspace_files(aid) == as_bytes(current), what
+            assert app_row(tok, aid)["draft_revision_id"] == draft, what
+            assert not os.path.lexists(evil_dir) and not os.path.lexists(evil_abs), what
+            assert not os.path.lexists(os.path.join(ENV["KILN_STATE"], "evil")), what
+            r = request("POST", ck(aid, "/%d/revert-file" % c0["id"]), {"path": "index.html"}, token=tok)
+            assert r.status != 200 and r.status != 502, (what, r)
+            assert workspace_files(aid) == as_bytes(current), what
+        # a row whose archive was swapped for another valid one: the sha256 in
+        # the row no longer matches
+        name, digest = _plant(_archive(lambda tf: (ok_start(tf), _tar_add(tf, obj, good["index.html"]))))
+        planted.append(name)
+        db("UPDATE checkpoints SET archive = '%s', sha256 = '%s' WHERE id = %d" % (name, orig[1], c0["id"]))
+        r = request("POST", ck(aid, "/%d/restore" % c0["id"]), {}, token=tok)
+        assert 400 <= r.status < 500, r
+        assert workspace_files(aid) == as_bytes(current)
+        # control: the same hand-made archive, named honestly, restores, so
+        # the refusals above were about hostility and not about the format
+        db("UPDATE checkpoints SET archive = '%s', sha256 = '%s' WHERE id = %d" % (name, digest, c0["id"]))
+        res = restore(tok, aid, c0["id"])
+        assert workspace_files(aid) == good == draft_files(tok, aid), res
+    finally:
+        db("UPDATE checkpoints SET archive = '%s', sha256 = '%s' WHERE id = %d" % (orig[0], orig[1], c0["id"]))
+        for name in set(planted):
+            if name not in [archive_of(c["id"])[0] for c in checkpoints(tok, aid)]:
+                os.unlink(store_path(name))
+    restore(tok, aid, c0["id"])
+    assert workspace_files(aid) == as_bytes({"index.html": "<h1>old</h1>"})
+
+
+# ---- kilnctl checkpoint verify / gc -----------------------------------------
+
+def _verify():
+    p = kilnctl_env("checkpoint", "verify")
+    return p.returncode, p.stdout + p.stderr
+
+
+def _age(names, seconds=7200):
+    t = time.time() - seconds
+    for n in names:
+        os.utime(store_path(n), (t, t))
+
+
+def test_kilnctl_checkpoint_verify_and_gc():
+    tok = org()
+    rc, out = _verify()
+    assert rc == 0 and " 0 bad" in out, out
+    # verify reports a row whose archive is gone
+    aid = make_app(tok, {"a.txt": unique("first")})
+    upload(tok, aid, {"b.txt": unique("second")})
+    upload(tok, aid, {"c.txt": unique("third")})
+    c3, c2, c1 = checkpoints(tok, aid)
+    name2 = archive_of(c2["id"])[0]
+    os.rename(store_path(name2), store_path(name2) + ".away")
+    try:
+        rc, out = _verify()
+        assert rc == 1 and ("BAD checkpoint %d " % c2["id"]) in out, out
+        assert ("BAD checkpoint %d " % c1["id"]) not in out, out
+    finally:
+        os.rename(store_path(name2) + ".away", store_path(name2))
+    rc, out = _verify()
+    assert rc == 0, out
+
+    # gc: archives of a deleted app go (once past the grace period)
+    gone = make_app(tok, {"z.txt": unique("doomed")})
+    upload(tok, gone, {"y.txt": unique("doomed too")})
+    gone_names = [archive_of(c["id"])[0] for c in checkpoints(tok, gone)]
+    assert request("DELETE", api(gone), token=tok).status == 204
+    _age(gone_names)
+    # retention: keep the newest per app, the draft's and the published one
+    rev1 = c1["revision_id"]
+    pub = post(api(aid, "/publish"), {"revision_id": rev1}, tok)
+    assert pub["publish"]["revision_id"] == rev1
+    mine = [archive_of(c["id"])[0] for c in (c1, c2, c3)]
+    _age(mine)
+    p = kilnctl_env("checkpoint", "gc", "--dry-run",
+                    env={"KILN_CHECKPOINT_MAX_AGE_DAYS": "0", "KILN_CHECKPOINT_KEEP_NEWEST": "1"})
+    assert p.returncode == 0 and "dry run" in p.stdout, p.stdout + p.stderr
+    assert all(os.path.exists(store_path(n)) for n in gone_names + mine)
+    assert len(checkpoints(tok, aid)) == 3
+    p = kilnctl_env("checkpoint", "gc", env={"KILN_CHECKPOINT_MAX_AGE_DAYS": "0", "KILN_CHECKPOINT_KEEP_NEWEST": "1"})
+    assert p.returncode == 0, p.stdout + p.stderr
+    left = checkpoints(tok, aid)
+    assert [c["id"] for c in left] == [c3["id"], c1["id"]], left
+    assert get(api(aid, "/revisions/%d" % c2["revision_id"]), tok)["checkpoint_id"] is None
+    assert not any(os.path.exists(store_path(n)) for n in gone_names), gone_names
+    assert not os.path.exists(store_path(mine[1]))
+    assert os.path.exists(store_path(mine[0])) and os.path.exists(store_path(mine[2]))
+    rc, out = _verify()
+    assert rc == 0, out
+    # what is left still restores, and the old revision can still be read
+    # (its manifest) but not restored or published from files it no longer has
+    restore(tok, aid, c1["id"])
+    assert workspace_files(aid) == revision_files(tok, aid, rev1)
+    restore(tok, aid, c3["id"])
+    p = kilnctl_env("checkpoint", "gc")
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+# ---- crash safety: kill -9 of the API worker in the middle of a restore ------
+
+def _api_children():
+    master = int(open(os.path.join(ENV["KILN_STATE"], "run", "kiln-api.pid")).read())
+    out = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in out]
+
+
+def _lock_holder(aid):
+    lock = os.path.realpath(os.path.join(ENV["KILN_STATE"], "locks", "app-%d.lock" % aid))
+    for pid in _api_children():
+        try:
+            for fd in os.listdir("/proc/%d/fd" % pid):
+                if os.readlink("/proc/%d/fd/%s" % (pid, fd)) == lock:
+                    return pid
+        except OSError:
+            continue
+    return None
+
+
+def test_kill_9_during_restore_leaves_old_or_new_tree():
+    tok = org()
+    rnd = random.Random(7)
+    tree_a = {"pages/a%03d.html" % i: "<p>A %d %s</p>\n" % (i, "a" * rnd.randrange(200, 3000)) for i in range(300)}
+    tree_b = {"pages/b%03d.html" % i: "<p>B %d %s</p>\n" % (i, "b" * rnd.randrange(200, 3000)) for i in range(300)}
+    tree_b.update({"pages/a%03d.html" % i: "<p>changed %d</p>\n" % i for i in range(0, 300, 3)})
+    aid = make_app(tok, tree_a)
+    upload(tok, aid, tree_b)
+    cb, ca = checkpoints(tok, aid)
+    trees = {ca["id"]: as_bytes(tree_a), cb["id"]: as_bytes(tree_b)}
+    assert workspace_files(aid) == trees[cb["id"]]
+    t0 = time.time()
+    restore(tok, aid, ca["id"])
+    took = time.time() - t0
+    assert workspace_files(aid) == trees[ca["id"]]
+    current = ca["id"]
+    kills = 0
+    for attempt in range(5):
+        target = cb["id"] if current == ca["id"] else ca["id"]
+        result = {}
+
+        def go():
+            try:
+                result["r"] = request("POST", ck(aid, "/%d/restore" % target), {}, token=tok, timeout=60)
+            except Exception as e:  # the worker died under the request
+                result["r"] = e
+        th = threading.Thread(target=go)
+        th.start()
+        holder = None
+        deadline = time.time() + 10
+        while holder is None and th.is_alive() and time.time() < deadline:
+            holder = _lock_holder(aid)
+        if holder:
+            time.sleep(rnd.uniform(0, took * 1.2))
+            try:
+                os.kill(holder, signal.SIGKILL)
+                kills += 1
+            except ProcessLookupError:
+                pass
+        th.join()
+        ws = workspace_files(aid)
+        assert ws in (trees[ca["id"]], trees[cb["id"]]), (attempt, len(ws), result)
+        current = ca["id"] if ws == trees[ca["id"]] else cb["id"]
+        eventually(lambda: request("GET", api(aid), token=tok).status == 200, what="API back")
+    assert kills >= 3, kills
+    rc, out = _verify()
+    assert rc == 0, out
+    # the app is usable afterwards: a normal restore, and the lock is free
+    target = cb["id"] if current == ca["id"] else ca["id"]
+    eventually(lambda: request("POST", ck(aid, "/%d/restore" % target), {}, token=tok).status == 200,
+               timeout=10, what="a restore after the crashes")
+    assert workspace_files(aid) == trees[target] == draft_files(tok, aid)
+    # staging folders of killed restores do not pile up
+    leftovers = [n for n in os.listdir(os.path.join(ENV["KILN_STATE"], "workspaces"))
+                 if n.startswith(".restore-%d-" % aid)]
+    assert not leftovers, leftovers
