@@ -1,7 +1,6 @@
 /* api_checkpoints.c - checkpoints: list, read, files, restore (undo),
  * single-file revert and diff. */
 #include <dirent.h>
-#include <errno.h>
 #include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
@@ -50,17 +49,24 @@ static int load_both(struct rctx *c, struct app_row *app, struct ckpt_row *ck)
 	return found == 1 ? 0 : -1;
 }
 
-/* The checkpoint's manifest; -1 after answering (its archive is broken). */
-static int load_manifest(struct rctx *c, const struct ckpt_row *ck, struct manifest *m)
+/* The checkpoint's manifest; -1 after answering (its archive is missing,
+ * damaged or hostile). Reading such a checkpoint is the server's failure;
+ * restoring from one is refused as a request that cannot be carried out. */
+static int load_manifest(struct rctx *c, const struct ckpt_row *ck, struct manifest *m, int to_restore)
 {
 	struct strbuf err = STRBUF_INIT;
 	int rc = ckpt_read_manifest(&c->svc->ckpts, ck->archive, ck->sha256, m, &err);
 
 	if (rc < 0) {
 		log_error("checkpoint %lld: %s", (long long)ck->id, err.buf);
-		respond_error(c, 500, "checkpoint_unreadable",
-			      "checkpoint %lld's archive is missing or damaged (kilnctl checkpoint verify)",
-			      (long long)ck->id);
+		if (to_restore)
+			respond_error(c, 422, "restore_refused",
+				      "checkpoint %lld cannot be restored: its archive is missing or damaged "
+				      "(kilnctl checkpoint verify)", (long long)ck->id);
+		else
+			respond_error(c, 500, "checkpoint_unreadable",
+				      "checkpoint %lld's archive is missing or damaged (kilnctl checkpoint verify)",
+				      (long long)ck->id);
 	}
 	strbuf_release(&err);
 	return rc < 0 ? -1 : 0;
@@ -76,7 +82,7 @@ void h_checkpoint_get(struct rctx *c)
 	if (load_both(c, &app, &ck) < 0)
 		return;
 	manifest_init(&m);
-	if (load_manifest(c, &ck, &m) < 0)
+	if (load_manifest(c, &ck, &m, 0) < 0)
 		return;
 	o = ckpt_row_json(&ck);
 	json_object_object_add(o, "files", manifest_to_json(&m));
@@ -240,7 +246,7 @@ void h_checkpoint_restore(struct rctx *c)
 	lock = app_lock_for_write(c, &app);
 	if (lock < 0)
 		goto out;
-	if (load_manifest(c, &ck, &target) < 0 || workspace_manifest(c, app.id, &current) < 0)
+	if (load_manifest(c, &ck, &target, 1) < 0 || workspace_manifest(c, app.id, &current) < 0)
 		goto out;
 	if (dry_run) {
 		o = delta_json(&current, &target);
@@ -281,14 +287,17 @@ out:
 void h_checkpoint_revert_file(struct rctx *c)
 {
 	struct strbuf data = STRBUF_INIT, err = STRBUF_INIT, label = STRBUF_INIT;
+	const struct manifest_entry *entry;
 	struct tool_error terr;
 	struct workspace ws;
+	struct manifest m;
 	struct app_row app;
 	struct ckpt_row ck;
 	json_object *body = NULL, *o;
 	const char *path;
-	int lock = -1, ws_ok = 0, rc;
+	int lock = -1, ws_ok = 0;
 
+	manifest_init(&m);
 	if (load_both(c, &app, &ck) < 0 || request_json_body(c, 0, &body) < 0)
 		goto out;
 	if (body_string(c, body, "path", FIELD_REQUIRED, 1, 1024, &path) < 0 ||
@@ -301,6 +310,10 @@ void h_checkpoint_revert_file(struct rctx *c)
 	lock = app_lock_for_write(c, &app);
 	if (lock < 0)
 		goto out;
+	/* The manifest decides whether the file exists there: an unreadable
+	 * archive must never read as "not in the checkpoint" and delete it. */
+	if (load_manifest(c, &ck, &m, 1) < 0)
+		goto out;
 	if (app_workspace_open(c->svc->cfg, app.id, &ws, &err) < 0) {
 		respond_error(c, 500, "workspace_unavailable", "the app's workspace cannot be opened");
 		goto out;
@@ -308,9 +321,8 @@ void h_checkpoint_revert_file(struct rctx *c)
 	ws_ok = 1;
 	o = json_object_new_object();
 	json_object_object_add(o, "path", json_object_new_string(path));
-	rc = ckpt_read_file(&c->svc->ckpts, ck.archive, ck.sha256, path,
-			    (size_t)c->svc->cfg->ws_max_file_bytes, &data, &err);
-	if (rc == -ENOENT) {
+	entry = manifest_find(&m, path);
+	if (!entry) {
 		/* Not in the checkpoint: reverting means it goes away. */
 		if (ws_delete_file(&ws, path, &terr) < 0) {
 			json_object_put(o);
@@ -322,14 +334,15 @@ void h_checkpoint_revert_file(struct rctx *c)
 			goto out;
 		}
 		json_object_object_add(o, "action", json_object_new_string("deleted"));
-	} else if (rc < 0) {
+	} else if (ckpt_read_file(&c->svc->ckpts, ck.archive, ck.sha256, path,
+				  (size_t)c->svc->cfg->ws_max_file_bytes, &data, &err) < 0) {
 		json_object_put(o);
 		log_error("checkpoint %lld: %s", (long long)ck.id, err.buf);
-		respond_error(c, 500, "checkpoint_unreadable", "checkpoint %lld cannot be read",
-			      (long long)ck.id);
+		respond_error(c, 422, "restore_refused", "%.200s cannot be restored from checkpoint %lld",
+			      path, (long long)ck.id);
 		goto out;
 	} else {
-		if (ws_write_file(&ws, path, data.buf, data.len, 0644, &terr) < 0) {
+		if (ws_write_file(&ws, path, data.buf, data.len, entry->mode, &terr) < 0) {
 			json_object_put(o);
 			respond_error(c, 422, terr.code, "%s", terr.message);
 			goto out;
@@ -342,6 +355,7 @@ out:
 	if (ws_ok)
 		workspace_close(&ws);
 	app_unlock(lock);
+	manifest_release(&m);
 	json_object_put(body);
 	strbuf_release(&data);
 	strbuf_release(&err);
@@ -378,7 +392,7 @@ void h_checkpoint_diff(struct rctx *c)
 
 	manifest_init(&a);
 	manifest_init(&b);
-	if (load_both(c, &app, &ca) < 0 || load_manifest(c, &ca, &a) < 0)
+	if (load_both(c, &app, &ca) < 0 || load_manifest(c, &ca, &a, 0) < 0)
 		goto out;
 	if (to_draft) {
 		if (workspace_manifest(c, app.id, &b) < 0)
@@ -394,7 +408,7 @@ void h_checkpoint_diff(struct rctx *c)
 			found < 0 ? respond_db_error(c) : respond_not_found(c);
 			goto out;
 		}
-		if (load_manifest(c, &cb, &b) < 0)
+		if (load_manifest(c, &cb, &b, 0) < 0)
 			goto out;
 	}
 	if (manifest_diff(&a, &b, &d) < 0) {

@@ -512,7 +512,7 @@ describe('Kiln builder workspace in Chromium', { concurrency: false }, () => {
       t.skip('KILN_STACK_CTL is not set: cannot stop nginx');
       return;
     }
-    const { runEl, runId } = await sendMessage('[script:slow] Keep going while the connection drops.');
+    const { runEl, runId } = await sendMessage('[script:slow-tools] Keep going while the connection drops.');
     /* Drop only once a tool card is shown: a client that replayed the
      * stream from the start would then show it twice. */
     await runEl.getByTestId('tool-card').first().waitFor({ timeout: 20000 });

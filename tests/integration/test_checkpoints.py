@@ -569,14 +569,28 @@ def test_diff_between_checkpoints_and_against_the_draft():
 
 # ---- hostile archives planted on disk --------------------------------------
 
-def _tar_add(tf, name, data, **kw):
-    ti = tarfile.TarInfo(name)
-    ti.size = len(data)
-    ti.mode = kw.pop("mode", 0o644)
-    ti.mtime = 0
-    for k, v in kw.items():
-        setattr(ti, k, v)
-    tf.addfile(ti, io.BytesIO(data) if ti.type in (tarfile.REGTYPE, tarfile.AREGTYPE) else None)
+class _Tar:
+    """A tar stream built entry by entry (ustar headers, GNU base-256 for
+    sizes ustar cannot hold), with no record padding after the end blocks."""
+
+    def __init__(self):
+        self.parts = []
+
+    def add(self, name, data=b"", size=None, **kw):
+        ti = tarfile.TarInfo(name)
+        ti.size = len(data) if size is None else size
+        ti.mode = kw.pop("mode", 0o644)
+        ti.mtime = 0
+        for k, v in kw.items():
+            setattr(ti, k, v)
+        fmt = tarfile.GNU_FORMAT if ti.size >= 8 << 30 else tarfile.USTAR_FORMAT
+        self.parts.append(ti.tobuf(format=fmt))
+        if ti.type in (tarfile.REGTYPE, tarfile.AREGTYPE) and data:
+            self.parts.append(data + b"\0" * (-len(data) % 512))
+        return self
+
+    def bytes(self, end=True):
+        return b"".join(self.parts) + (b"\0" * 1024 if end else b"")
 
 
 def _manifest(files):
@@ -596,44 +610,6 @@ def _plant(tar_bytes):
     return name, digest
 
 
-def _archive(build):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tf:
-        build(tf)
-    return buf.getvalue()
-
-
-def _huge_header_archive(files):
-    """A well-formed start, then an object entry whose header claims 100 GiB."""
-    start = _archive(lambda tf: _tar_add(tf, ".kiln/manifest.json", _manifest(files)))
-    start = start[:-1024]  # drop the end-of-archive blocks
-    ti = tarfile.TarInfo("objects/" + sha(files["index.html"]))
-    ti.size = 100 << 30
-    ti.mode = 0o644
-    return start + ti.tobuf(format=tarfile.GNU_FORMAT) + b"\0" * 4096
-
-
-def _zero_bomb_archive(files):
-    """The manifest says a few bytes; the entry holds 96 MiB of zeros."""
-    class Zeros(io.RawIOBase):
-        def __init__(self, n):
-            self.n = n
-
-        def readinto(self, buf):
-            k = min(len(buf), self.n)
-            buf[:k] = b"\0" * k
-            self.n -= k
-            return k
-
-    def build(tf):
-        _tar_add(tf, ".kiln/manifest.json", _manifest(files))
-        ti = tarfile.TarInfo("objects/" + sha(files["index.html"]))
-        ti.size = 96 << 20
-        ti.mode = 0o644
-        tf.addfile(ti, io.BufferedReader(Zeros(ti.size)))
-    return _archive(build)
-
-
 def test_hostile_archives_are_refused_and_leave_the_workspace_alone():
     tok = org()
     aid = make_app(tok, {"index.html": "<h1>old</h1>"})
@@ -648,57 +624,71 @@ def test_hostile_archives_are_refused_and_leave_the_workspace_alone():
     obj = "objects/" + sha(good["index.html"])
     m = _manifest(good)
 
-    def ok_start(tf):
-        _tar_add(tf, ".kiln/manifest.json", m)
+    def ok_start():
+        return _Tar().add(".kiln/manifest.json", m)
 
     cases = {
-        "entry traversal": _archive(lambda tf: (ok_start(tf), _tar_add(tf, "../../evil-%d" % aid, b"pwned"))),
-        "object traversal": _archive(lambda tf: (ok_start(tf), _tar_add(tf, "objects/../../../evil", b"pwned"))),
-        "manifest traversal": _archive(lambda tf: (
-            _tar_add(tf, ".kiln/manifest.json", _manifest({"../evil.html": good["index.html"]})),
-            _tar_add(tf, obj, good["index.html"]))),
-        "manifest absolute": _archive(lambda tf: (
-            _tar_add(tf, ".kiln/manifest.json", _manifest({evil_abs: good["index.html"]})),
-            _tar_add(tf, obj, good["index.html"]))),
-        "symlink then through it": _archive(lambda tf: (
-            ok_start(tf), _tar_add(tf, "objects", b"", type=tarfile.SYMTYPE, linkname=evil_dir),
-            _tar_add(tf, obj, good["index.html"]))),
-        "symlink object": _archive(lambda tf: (
-            ok_start(tf), _tar_add(tf, obj, b"", type=tarfile.SYMTYPE, linkname="/etc/passwd"))),
-        "hard link object": _archive(lambda tf: (
-            ok_start(tf), _tar_add(tf, obj, b"", type=tarfile.LNKTYPE, linkname="/etc/passwd"))),
-        "absolute entry": _archive(lambda tf: (ok_start(tf), _tar_add(tf, evil_abs, b"pwned"),
-                                               _tar_add(tf, obj, good["index.html"]))),
-        "device node": _archive(lambda tf: (ok_start(tf), _tar_add(tf, obj, b"", type=tarfile.CHRTYPE,
-                                                                   devmajor=1, devminor=3))),
-        "fifo": _archive(lambda tf: (ok_start(tf), _tar_add(tf, obj, b"", type=tarfile.FIFOTYPE))),
-        "setuid object": _archive(lambda tf: (ok_start(tf), _tar_add(tf, obj, good["index.html"], mode=0o4755))),
-        "wrong content": _archive(lambda tf: (ok_start(tf), _tar_add(tf, obj, b"<h1>other bytes!</h1>"[:len(
-            good["index.html"])]))),
-        "manifest not first": _archive(lambda tf: (_tar_add(tf, obj, good["index.html"]), ok_start(tf))),
-        "huge header": _huge_header_archive(good),
-        "zero bomb": _zero_bomb_archive(good),
+        "entry traversal": ok_start().add("../../evil-%d" % aid, b"pwned").add(obj, good["index.html"]),
+        "object traversal": ok_start().add("objects/../../../evil", b"pwned"),
+        "manifest traversal": _Tar().add(".kiln/manifest.json", _manifest({"../evil.html": good["index.html"]}))
+        .add(obj, good["index.html"]),
+        "manifest absolute": _Tar().add(".kiln/manifest.json", _manifest({evil_abs: good["index.html"]}))
+        .add(obj, good["index.html"]),
+        "symlink then through it": ok_start().add("objects", type=tarfile.SYMTYPE, linkname=evil_dir)
+        .add(obj, good["index.html"]),
+        "symlink object": ok_start().add(obj, type=tarfile.SYMTYPE, linkname="/etc/passwd"),
+        "hard link object": ok_start().add(obj, type=tarfile.LNKTYPE, linkname="/etc/passwd"),
+        "absolute entry": ok_start().add(evil_abs, b"pwned").add(obj, good["index.html"]),
+        "device node": ok_start().add(obj, type=tarfile.CHRTYPE, devmajor=1, devminor=3),
+        "fifo": ok_start().add(obj, type=tarfile.FIFOTYPE),
+        "directory": ok_start().add("objects/", type=tarfile.DIRTYPE, mode=0o755).add(obj, good["index.html"]),
+        "setuid object": ok_start().add(obj, good["index.html"], mode=0o4755),
+        "wrong content": ok_start().add(obj, b"<h1>other bytes!</h1>"[:len(good["index.html"])]),
+        "missing content": ok_start(),
+        "extra entry": ok_start().add(obj, good["index.html"]).add("objects/" + "0" * 64, b"x"),
+        "manifest not first": _Tar().add(obj, good["index.html"]).add(".kiln/manifest.json", m),
+        "manifest not json": _Tar().add(".kiln/manifest.json", b"{nope").add(obj, good["index.html"]),
+        "huge header": ok_start().add(obj, size=100 << 30),
+        "truncated": ok_start().add(obj, size=len(good["index.html"])),
+        "zero bomb": ok_start().add(obj, b"\0" * (96 << 20)),
     }
-    planted = []
+    planted, refused = [], []
     try:
-        for what, tar_bytes in cases.items():
-            name, digest = _plant(tar_bytes)
+        for what, tar in cases.items():
+            name, digest = _plant(tar.bytes(end=what != "truncated"))
             planted.append(name)
             db("UPDATE checkpoints SET archive = '%s', sha256 = '%s' WHERE id = %d" % (name, digest, c0["id"]))
             t0 = time.time()
             r = request("POST", ck(aid, "/%d/restore" % c0["id"]), {}, token=tok, timeout=60)
             assert 400 <= r.status < 500, (what, r)
             assert time.time() - t0 < 10, (what, time.time() - t0)
+            refused.append((what, r.status))
             assert workspace_files(aid) == as_bytes(current), what
             assert app_row(tok, aid)["draft_revision_id"] == draft, what
             assert not os.path.lexists(evil_dir) and not os.path.lexists(evil_abs), what
             assert not os.path.lexists(os.path.join(ENV["KILN_STATE"], "evil")), what
+            # one file: refused, or (when the hostile part is not on the way
+            # to it) exactly the bytes whose sha256 the manifest names
             r = request("POST", ck(aid, "/%d/revert-file" % c0["id"]), {"path": "index.html"}, token=tok)
-            assert r.status != 200 and r.status != 502, (what, r)
+            assert 400 <= r.status < 500 or r.status == 200, (what, r)
+            if r.status == 200:
+                assert workspace_files(aid) == dict(as_bytes(current), **good), what
+                draft = upload(tok, aid, current)["id"]
             assert workspace_files(aid) == as_bytes(current), what
+            assert not os.path.lexists(evil_dir) and not os.path.lexists(evil_abs), what
+        # an archive that is not there: refused, and never read as "the
+        # checkpoint has no such file" (which would delete it)
+        db("UPDATE checkpoints SET archive = '%s/%s.tar.zst', sha256 = '%s' WHERE id = %d"
+           % ("f" * 2, "f" * 64, "f" * 64, c0["id"]))
+        for path in ("x.txt", "index.html"):
+            r = request("POST", ck(aid, "/%d/revert-file" % c0["id"]), {"path": path}, token=tok)
+            assert 400 <= r.status < 500, (path, r)
+        expect_error(request("POST", ck(aid, "/%d/restore" % c0["id"]), {}, token=tok), 422)
+        assert workspace_files(aid) == as_bytes(current)
+        assert app_row(tok, aid)["draft_revision_id"] == draft
         # a row whose archive was swapped for another valid one: the sha256 in
         # the row no longer matches
-        name, digest = _plant(_archive(lambda tf: (ok_start(tf), _tar_add(tf, obj, good["index.html"]))))
+        name, digest = _plant(ok_start().add(obj, good["index.html"]).bytes())
         planted.append(name)
         db("UPDATE checkpoints SET archive = '%s', sha256 = '%s' WHERE id = %d" % (name, orig[1], c0["id"]))
         r = request("POST", ck(aid, "/%d/restore" % c0["id"]), {}, token=tok)
@@ -824,7 +814,8 @@ def test_kill_9_during_restore_leaves_old_or_new_tree():
     assert workspace_files(aid) == trees[ca["id"]]
     current = ca["id"]
     kills = 0
-    for attempt in range(5):
+    # kill points spread over the whole restore: extraction, swap, recording
+    for attempt, fraction in enumerate((0.15, 0.4, 0.6, 0.75, 0.9, 1.05, 1.3)):
         target = cb["id"] if current == ca["id"] else ca["id"]
         result = {}
 
@@ -840,7 +831,7 @@ def test_kill_9_during_restore_leaves_old_or_new_tree():
         while holder is None and th.is_alive() and time.time() < deadline:
             holder = _lock_holder(aid)
         if holder:
-            time.sleep(rnd.uniform(0, took * 1.2))
+            time.sleep(took * fraction)
             try:
                 os.kill(holder, signal.SIGKILL)
                 kills += 1
