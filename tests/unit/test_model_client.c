@@ -129,9 +129,25 @@ static json_object *make_request(const char *script, int steps)
 	strbuf_addf(&first, "[script:%s] test %d-%d", script, (int)getpid(), ++nonce);
 	json_object_array_add(msgs, message("system", "You are a test."));
 	json_object_array_add(msgs, message("user", first.buf));
+	/* each earlier step: an assistant tool call and its answer, in the
+	 * order a provider insists on */
 	for (i = 0; i < steps; i++) {
-		json_object_array_add(msgs, message("assistant", "working"));
-		json_object_array_add(msgs, message("tool", "{\"ok\":true}"));
+		json_object *a = message("assistant", "working"), *calls = json_object_new_array();
+		json_object *call = json_object_new_object(), *fn = json_object_new_object();
+		json_object *t = message("tool", "{\"ok\":true}");
+		char id[32];
+
+		snprintf(id, sizeof(id), "call_%d", i);
+		json_object_object_add(fn, "name", json_object_new_string("list_files"));
+		json_object_object_add(fn, "arguments", json_object_new_string("{}"));
+		json_object_object_add(call, "id", json_object_new_string(id));
+		json_object_object_add(call, "type", json_object_new_string("function"));
+		json_object_object_add(call, "function", fn);
+		json_object_array_add(calls, call);
+		json_object_object_add(a, "tool_calls", calls);
+		json_object_array_add(msgs, a);
+		json_object_object_add(t, "tool_call_id", json_object_new_string(id));
+		json_object_array_add(msgs, t);
 	}
 	json_object_object_add(req, "messages", msgs);
 	json_object_object_add(req, "temperature", json_object_new_double(0.2));

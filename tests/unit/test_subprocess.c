@@ -349,6 +349,13 @@ static void test_rlimits_and_credentials(void)
 	struct strbuf e = STRBUF_INIT;
 	struct subprocess sp = { 0 };
 
+	/* valgrind keeps its own fds above any low RLIMIT_NOFILE of the child
+	 * it still controls until exec: the limit cannot be applied under it */
+	if (getenv("KILN_UNDER_VALGRIND")) {
+		printf("SKIP test_rlimits_and_credentials: RLIMIT_NOFILE cannot apply under valgrind\n");
+		return;
+	}
+
 	sp.rlimits = rl;
 	sp.nrlimits = ARRAY_SIZE(rl);
 	CHECK(run(&sp, ulimit_argv, &e) == 0);
