@@ -33,6 +33,7 @@ struct services {
 	struct ckpt_store ckpts;
 	unsigned char secret[32]; /* signs preview URLs */
 	int db_ok;
+	struct worker_slot *slot; /* this worker's scoreboard slot, or NULL */
 };
 
 struct rctx {

@@ -10,7 +10,9 @@
  * gracefully within shutdown_grace_ms.
  *
  * Workers report through a shared scoreboard slot: busy_since_ms is set
- * while a request is served (0 when idle), requests counts them.
+ * while a request is served (0 when idle), requests counts them; a request
+ * known to be long (a publish build) raises its own allowance with
+ * worker_allow_more().
  *
  *   listen_socket      "unix:/path", "/path" or "127.0.0.1:port"
  *   prefork_run        the master loop; returns when shut down
@@ -30,6 +32,7 @@ struct worker_slot {
 	int pool;
 	int state;                       /* enum slot_state in prefork.c */
 	volatile int64_t busy_since_ms;  /* monotonic; 0 = idle */
+	volatile int64_t extra_ms;       /* this request's allowance beyond the timeout */
 	volatile uint64_t requests;
 	int64_t started_ms;
 	unsigned crashes;                /* consecutive quick deaths */
@@ -52,5 +55,7 @@ extern volatile sig_atomic_t worker_stop;
 /* Returns a listening fd or -1 (message in err). */
 int listen_socket(const char *spec, struct strbuf *err);
 int prefork_run(struct pool_spec *pools, int npools, int64_t shutdown_grace_ms);
+/* Lets the current request of this worker run ms longer than the timeout. */
+void worker_allow_more(struct worker_slot *slot, int64_t ms);
 
 #endif

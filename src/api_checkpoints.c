@@ -19,6 +19,9 @@
 #include "util.h"
 
 #define DIFF_CAP (256 * 1024)
+/* Reading a side is a scan of its archive: past this many changed files
+ * the rest are listed without a diff, which bounds the work per request. */
+#define DIFF_MAX_FILES 200
 
 static json_object *checkpoint_item(const struct db_result *r, size_t i)
 {
@@ -429,7 +432,11 @@ void h_checkpoint_diff(struct rctx *c)
 		strbuf_reset(&fb);
 		strbuf_reset(&diff);
 		json_object_object_add(e, "path", json_object_new_string(d.changed[i]));
-		if (side_file(c, &ca, NULL, d.changed[i], &fa) < 0 ||
+		if (i >= DIFF_MAX_FILES) {
+			json_object_object_add(e, "binary", json_object_new_boolean(0));
+			json_object_object_add(e, "diff", NULL);
+			json_object_object_add(e, "truncated", json_object_new_boolean(1));
+		} else if (side_file(c, &ca, NULL, d.changed[i], &fa) < 0 ||
 		    side_file(c, to_draft ? NULL : &cb, ws_ok ? &ws : NULL, d.changed[i], &fb) < 0) {
 			json_object_object_add(e, "error", json_object_new_string("file unreadable"));
 		} else {

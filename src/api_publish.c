@@ -17,6 +17,7 @@
 #include "fileutil.h"
 #include "handlers.h"
 #include "log.h"
+#include "prefork.h"
 #include "sandbox.h"
 #include "services.h"
 #include "sha256.h"
@@ -68,6 +69,8 @@ static int run_build(struct rctx *c, const char *dir, struct strbuf *log_out)
 		strbuf_addf(log_out, "build refused by the command policy: %s", terr.message);
 		goto out;
 	}
+	/* the build may take longer than an ordinary request */
+	worker_allow_more(c->svc->slot, timeout + 30000);
 	sandbox_config_default(&sc);
 	sc.run_uid = (uid_t)c->svc->cfg->sandbox_uid;
 	sc.run_gid = (gid_t)c->svc->cfg->sandbox_gid;

@@ -102,16 +102,16 @@ static int retention(struct config *cfg, struct db *db, int dry_run)
 	if (dry_run || !n)
 		goto out;
 	strbuf_reset(&sql);
-	/* Revisions keep their manifests; only their files go with the row. */
-	strbuf_addf(&sql, "UPDATE app_revisions SET checkpoint_id = NULL WHERE checkpoint_id IN "
-			  "(SELECT id FROM (SELECT c.id %s) AS doomed)", where);
+	strbuf_addf(&sql, "DELETE FROM checkpoints WHERE id IN (SELECT id FROM (SELECT c.id %s) AS doomed)", where);
 	if (db_exec(db, sql.buf, "ii", cfg->checkpoint_max_age_days, cfg->checkpoint_keep_newest) < 0) {
 		ret = -1;
 		goto out;
 	}
-	strbuf_reset(&sql);
-	strbuf_addf(&sql, "DELETE FROM checkpoints WHERE id IN (SELECT id FROM (SELECT c.id %s) AS doomed)", where);
-	if (db_exec(db, sql.buf, "ii", cfg->checkpoint_max_age_days, cfg->checkpoint_keep_newest) < 0)
+	/* Revisions keep their manifests; only their files go with the row.
+	 * Unlinked after the delete, by what is actually gone: the policy
+	 * evaluated twice could pick other rows once a new checkpoint lands. */
+	if (db_exec(db, "UPDATE app_revisions r LEFT JOIN checkpoints c ON c.id = r.checkpoint_id "
+			"SET r.checkpoint_id = NULL WHERE r.checkpoint_id IS NOT NULL AND c.id IS NULL", "") < 0)
 		ret = -1;
 out:
 	if (ret < 0)

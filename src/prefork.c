@@ -214,6 +214,12 @@ static void reap(struct worker_slot *slots, int nslots, struct pool_spec *pools,
 	}
 }
 
+void worker_allow_more(struct worker_slot *slot, int64_t ms)
+{
+	if (slot)
+		slot->extra_ms = ms;
+}
+
 int prefork_run(struct pool_spec *pools, int npools, int64_t grace_ms)
 {
 	struct worker_slot *slots;
@@ -330,8 +336,9 @@ int prefork_run(struct pool_spec *pools, int npools, int64_t grace_ms)
 
 				spawn_worker(pool, s, s->pool, generation);
 				s->crashes = crashes;
-			} else if (s->state == SLOT_RUNNING && pool->request_timeout_ms && busy &&
-				   now - busy > pool->request_timeout_ms) {
+			} else if ((s->state == SLOT_RUNNING || s->state == SLOT_RETIRING) &&
+				   pool->request_timeout_ms && busy &&
+				   now - busy > pool->request_timeout_ms + s->extra_ms) {
 				log_warn("%s worker %d stuck in one request for %lld ms: killing it",
 					 pool->name, (int)s->pid, (long long)(now - busy));
 				s->busy_since_ms = 0;

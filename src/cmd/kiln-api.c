@@ -72,6 +72,7 @@ static void api_worker(void *arg, int listen_fd, struct worker_slot *slot)
 		strbuf_release(&err);
 		_exit(1);
 	}
+	svc.slot = slot;
 	FCGX_Init();
 	FCGX_InitRequest(&fr, listen_fd, 0);
 	while (!worker_stop && served < cfg->max_requests_per_worker) {
@@ -85,6 +86,7 @@ static void api_worker(void *arg, int listen_fd, struct worker_slot *slot)
 			log_error("accept failed: %s", strerror(errno));
 			break;
 		}
+		slot->extra_ms = 0;
 		slot->busy_since_ms = mono_ms();
 		handle_request(&svc, &fr);
 		FCGX_Finish_r(&fr);

@@ -39,6 +39,22 @@ def test_auth_missing_malformed_unknown_revoked_expired():
     assert "revoked" in err["message"]
 
 
+def _sql(statement):
+    return subprocess.run(["mariadb", "--no-defaults", "-S", os.path.join(ENV["KILN_STATE"], "run", "mysql.sock"),
+                           "-u", "root", "-N", "kiln", "-e", statement],
+                          capture_output=True, text=True, check=True).stdout
+
+
+def test_expired_token_is_refused_and_last_use_recorded():
+    slug, token = new_org()
+    assert request("GET", "/admin/apps", token=token).status == 200
+    used = _sql("SELECT last_used_at IS NOT NULL FROM api_tokens WHERE prefix = '%s'" % token[:13]).strip()
+    assert used == "1", used
+    _sql("UPDATE api_tokens SET expires_at = NOW(3) - INTERVAL 1 SECOND WHERE prefix = '%s'" % token[:13])
+    err = expect_error(request("GET", "/admin/apps", token=token), 401, "unauthorized")
+    assert "expired" in err["message"], err
+
+
 def test_token_is_stored_only_as_hash():
     slug, token = new_org()
     out = subprocess.run(["mariadb", "--no-defaults", "-S", os.path.join(ENV["KILN_STATE"], "run", "mysql.sock"),
