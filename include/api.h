@@ -27,6 +27,17 @@
 #include "db.h"
 #include "http.h"
 
+/* Tokens this process verified recently (auth.c): a hit within
+ * auth_cache_ms skips the database, so a revocation or expiry takes effect
+ * within that time. */
+#define TOKEN_CACHE_SLOTS 64
+struct token_cache_entry {
+	char sha256[65];
+	int64_t org_id, token_id;
+	char org_slug[64];
+	int64_t checked_ms; /* monotonic; 0 = empty */
+};
+
 struct services {
 	struct config *cfg;
 	struct db db;
@@ -34,6 +45,7 @@ struct services {
 	unsigned char secret[32]; /* signs preview URLs */
 	int db_ok;
 	struct worker_slot *slot; /* this worker's scoreboard slot, or NULL */
+	struct token_cache_entry tokens[TOKEN_CACHE_SLOTS];
 };
 
 struct rctx {

@@ -72,6 +72,7 @@ struct config {
 	int64_t checkpoint_max_age_days;
 	char *secret_file;
 	char *schema_dir;
+	int64_t auth_cache_ms;
 };
 
 /* Returns 0, or -1 with a message in err (unknown key, bad number, ...). */

@@ -159,6 +159,22 @@ static int check_expected_revision(struct rctx *c, json_object *body, const stru
 	return 0;
 }
 
+/* Takes the app lock, then judges expected_revision_id against the draft
+ * as it is now: the row read before the lock may be stale. Returns the lock
+ * fd, or -1 after answering. */
+static int lock_and_recheck(struct rctx *c, json_object *body, struct app_row *app)
+{
+	int lock = app_lock_for_write(c, app);
+
+	if (lock < 0)
+		return -1;
+	if (app_load(c, c->id[0], app) < 0 || check_expected_revision(c, body, app) < 0) {
+		app_unlock(lock);
+		return -1;
+	}
+	return lock;
+}
+
 /* Records the workspace as a new revision + checkpoint and answers. */
 static void record_and_respond(struct rctx *c, const struct app_row *app, const char *label,
 			       const char *summary, json_object *extra_members)
@@ -246,7 +262,7 @@ void h_checkpoint_restore(struct rctx *c)
 		goto out;
 	if (body_bool(c, body, "dry_run", &dry_run) < 0 || check_expected_revision(c, body, &app) < 0)
 		goto out;
-	lock = app_lock_for_write(c, &app);
+	lock = lock_and_recheck(c, body, &app);
 	if (lock < 0)
 		goto out;
 	if (load_manifest(c, &ck, &target, 1) < 0 || workspace_manifest(c, app.id, &current) < 0)
@@ -310,7 +326,7 @@ void h_checkpoint_revert_file(struct rctx *c)
 		respond_field_error(c, "path", "%s", terr.message);
 		goto out;
 	}
-	lock = app_lock_for_write(c, &app);
+	lock = lock_and_recheck(c, body, &app);
 	if (lock < 0)
 		goto out;
 	/* The manifest decides whether the file exists there: an unreadable

@@ -304,7 +304,10 @@ void h_publish(struct rctx *c)
 	mkdir_p(site.buf, 0755);
 	strbuf_addf(&rel, "%lld-%.12s", (long long)rev_id, hash);
 	strbuf_addf(&final, "%s/%s", site.buf, rel.buf);
-	if (access(final.buf, F_OK) != 0 && rename(out.buf, final.buf) < 0) {
+	/* the same revision and tree published at the same time: one rename
+	 * wins, and the tree it stored is this one too */
+	if (access(final.buf, F_OK) != 0 && rename(out.buf, final.buf) < 0 && errno != EEXIST &&
+	    errno != ENOTEMPTY) {
 		log_error("publish: rename %s: %s", final.buf, strerror(errno));
 		respond_error(c, 500, "publish_failed", "the published tree could not be stored");
 		goto out;

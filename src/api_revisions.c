@@ -207,6 +207,7 @@ static int check_upload(struct rctx *c, const struct workspace *ws, json_object 
 	struct strbuf prefix = STRBUF_INIT;
 	struct manifest after, cur;
 	struct tool_error terr;
+	struct stat st;
 	size_t i;
 	int ret = -1;
 
@@ -230,6 +231,12 @@ static int check_upload(struct rctx *c, const struct workspace *ws, json_object 
 			if (ws_path_is_ignored(ws, path)) {
 				respond_field_error(c, "files", "'%.200s' is inside an ignored folder "
 						    "(node_modules, dist, .git or one set for this app)", path);
+				goto out;
+			}
+			/* the write would refuse it, after other files changed */
+			if (ws_stat(ws, path, &st, &terr) == 0 && (!S_ISREG(st.st_mode) || st.st_nlink > 1)) {
+				respond_field_error(c, "files", "'%.200s' is a folder or not a plain file in the "
+						    "workspace", path);
 				goto out;
 			}
 			if (len > ws->lim.max_file_size) {

@@ -54,8 +54,48 @@ static int unauthorized(struct rctx *c, const char *why)
 	return -1;
 }
 
+static struct token_cache_entry *cache_find(struct services *svc, const char *hash)
+{
+	int64_t ttl = svc->cfg->auth_cache_ms, now = mono_ms();
+	size_t i;
+
+	if (ttl <= 0)
+		return NULL;
+	for (i = 0; i < TOKEN_CACHE_SLOTS; i++) {
+		struct token_cache_entry *e = &svc->tokens[i];
+
+		if (e->checked_ms && now - e->checked_ms <= ttl &&
+		    ct_equal(e->sha256, hash, SHA256_HEX_LEN))
+			return e;
+	}
+	return NULL;
+}
+
+static void cache_put(struct services *svc, const char *hash, const struct rctx *c)
+{
+	struct token_cache_entry *victim = &svc->tokens[0];
+	size_t i;
+
+	for (i = 0; i < TOKEN_CACHE_SLOTS; i++) {
+		struct token_cache_entry *e = &svc->tokens[i];
+
+		if (!strcmp(e->sha256, hash)) {
+			victim = e;
+			break;
+		}
+		if (e->checked_ms < victim->checked_ms)
+			victim = e; /* the oldest (or an empty) slot */
+	}
+	memcpy(victim->sha256, hash, sizeof(victim->sha256));
+	victim->org_id = c->org_id;
+	victim->token_id = c->token_id;
+	memcpy(victim->org_slug, c->org_slug, sizeof(victim->org_slug));
+	victim->checked_ms = mono_ms();
+}
+
 int auth_check(struct rctx *c)
 {
+	const struct token_cache_entry *hit;
 	const char *h = http_param(c->req, "HTTP_AUTHORIZATION");
 	char hash[SHA256_HEX_LEN + 1];
 	struct db_result r;
@@ -74,6 +114,13 @@ int auth_check(struct rctx *c)
 		if (!strchr("0123456789abcdef", tok[i]))
 			return unauthorized(c, "malformed token");
 	sha256_hex(tok, TOKEN_LEN, hash);
+	hit = cache_find(c->svc, hash);
+	if (hit) {
+		c->org_id = hit->org_id;
+		c->token_id = hit->token_id;
+		memcpy(c->org_slug, hit->org_slug, sizeof(c->org_slug));
+		return 0;
+	}
 	if (db_query(&c->svc->db, &r,
 		     "SELECT t.id, t.org_id, o.slug, t.token_sha256, "
 		     "(t.expires_at IS NOT NULL AND t.expires_at <= NOW(3)), t.revoked_at IS NOT NULL, "
@@ -100,6 +147,7 @@ int auth_check(struct rctx *c)
 	c->token_id = db_int(&r, 0, 0);
 	c->org_id = db_int(&r, 0, 1);
 	snprintf(c->org_slug, sizeof(c->org_slug), "%s", db_val(&r, 0, 2));
+	cache_put(c->svc, hash, c);
 	/* At most one write a minute per token: tracking use must not turn
 	 * every read into a write. */
 	if (db_int(&r, 0, 6))

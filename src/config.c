@@ -81,6 +81,7 @@ static const struct config_key keys[] = {
 	I(checkpoint_max_age_days, 30, 0, 36500),
 	S(secret_file, ""),
 	S(schema_dir, "schema"),
+	I(auth_cache_ms, 1000, 0, 60000),
 };
 
 static const struct config_key *find_key(const char *name, size_t len)

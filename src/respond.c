@@ -99,6 +99,12 @@ void respond_not_found(struct rctx *c)
 	respond_error(c, 404, "not_found", "no such resource");
 }
 
+/* JSON's own whitespace; strchr() would also match the terminating NUL. */
+static int json_space(char ch)
+{
+	return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n';
+}
+
 /* 1-based line and column of byte offset off in s. */
 static void line_col(const char *s, size_t off, size_t *line, size_t *col)
 {
@@ -131,7 +137,7 @@ int request_json_body(struct rctx *c, int allow_empty, json_object **out)
 			      (long long)c->svc->cfg->max_body_bytes);
 		return -1;
 	}
-	for (i = 0; i < req->body.len && strchr(" \t\r\n", req->body.buf[i]); i++)
+	for (i = 0; i < req->body.len && json_space(req->body.buf[i]); i++)
 		;
 	if (i == req->body.len) {
 		if (allow_empty) {
@@ -156,6 +162,8 @@ int request_json_body(struct rctx *c, int allow_empty, json_object **out)
 		respond_error(c, 503, "unavailable", "out of memory");
 		return -1;
 	}
+	/* RFC 8259 only: no trailing commas, no raw control characters */
+	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
 	obj = json_tokener_parse_ex(tok, req->body.buf, (int)req->body.len);
 	jerr = json_tokener_get_error(tok);
 	if (jerr == json_tokener_continue) {
@@ -175,7 +183,7 @@ int request_json_body(struct rctx *c, int allow_empty, json_object **out)
 		goto fail;
 	}
 	for (i = json_tokener_get_parse_end(tok); i < req->body.len; i++) {
-		if (!strchr(" \t\r\n", req->body.buf[i])) {
+		if (!json_space(req->body.buf[i])) {
 			size_t line, col;
 
 			line_col(req->body.buf, i, &line, &col);

@@ -5,7 +5,6 @@ revert, diffs, hostile archives planted on disk, kilnctl checkpoint
 verify/gc, and kill -9 of the API worker in the middle of a restore."""
 
 import hashlib
-import io
 import json
 import os
 import random
@@ -16,7 +15,7 @@ import threading
 import time
 import urllib.parse
 
-from kiln_test import ENV, eventually, expect_error, kilnctl, new_org, request, unique
+from kiln_test import ENV, eventually, expect_error, new_org, request, unique
 
 ORG = {}
 
@@ -299,6 +298,17 @@ def test_upload_bad_paths_are_422_and_change_nothing():
         expect_error(request("POST", api(aid, "/revisions"), body, token=tok), 422)
     err = expect_error(request("POST", api(aid, "/revisions"), {"replace": True}, token=tok), 422, "missing_field")
     assert err["field"] == "files", err
+    # a file where the workspace has a folder, or a folder where it has a file
+    sub = make_app(tok, {"a/b.txt": "x", "keep.txt": "k"})
+    sub_before = workspace_files(sub)
+    for files, replace in (({"a": "y"}, True), ({"a": "y", "keep.txt": "k"}, False),
+                           ({"keep.txt/x": "y"}, False), ({"c": "1", "c/d": "2"}, True)):
+        expect_error(request("POST", api(sub, "/revisions"), {"files": files, "replace": replace}, token=tok), 422)
+        assert workspace_files(sub) == sub_before, files
+    assert draft_files(tok, sub) == sub_before
+    # replace: a file where a folder of files was becomes possible once they go
+    upload(tok, sub, {"keep.txt/x": "y"})
+    assert workspace_files(sub) == {"keep.txt/x": b"y"} == draft_files(tok, sub)
     after = app_row(tok, aid)
     assert after["draft_revision_id"] == before_app["draft_revision_id"], after
     assert len(checkpoints(tok, aid)) == n_ck
@@ -565,6 +575,24 @@ def test_diff_between_checkpoints_and_against_the_draft():
     assert "+line4" in a["diff"].splitlines() and "-LINE2" in a["diff"].splitlines(), a
     expect_error(request("GET", ck(aid, "/%d/diff/99999999" % c0), token=tok), 404)
     expect_error(request("GET", ck(aid, "/99999999/diff/draft"), token=tok), 404)
+
+
+def test_diff_of_many_changed_files_is_bounded():
+    tok = org()
+    aid = make_app(tok, {"f/%03d.txt" % i: "old %d\n" % i for i in range(260)})
+    c0 = checkpoints(tok, aid)[0]["id"]
+    upload(tok, aid, {"f/%03d.txt" % i: "new %d\n" % i for i in range(260)})
+    c1 = checkpoints(tok, aid)[0]["id"]
+    t0 = time.time()
+    d = get(ck(aid, "/%d/diff/%d" % (c0, c1)), tok)
+    assert time.time() - t0 < 20
+    changed = d["changed"]
+    assert [e["path"] for e in changed] == ["f/%03d.txt" % i for i in range(260)], changed[:3]
+    with_diff = [e for e in changed if e["diff"]]
+    assert len(with_diff) >= 100, len(with_diff)
+    assert with_diff[5]["diff"].splitlines()[-2:] == ["-old 5", "+new 5"], with_diff[5]
+    assert all(e["truncated"] is True and e["diff"] is None for e in changed[len(with_diff):]), changed[-1]
+    assert changed[-1]["truncated"] is True
 
 
 # ---- hostile archives planted on disk --------------------------------------

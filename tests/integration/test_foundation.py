@@ -35,6 +35,7 @@ def test_auth_missing_malformed_unknown_revoked_expired():
     assert request("GET", "/admin/apps", token=token).status == 200
     assert token.startswith("kiln_") and len(token) == 53
     kilnctl("token", "revoke", token[:13])
+    time.sleep(1.1)  # workers trust a verified token for auth_cache_ms (1 s)
     err = expect_error(request("GET", "/admin/apps", token=token), 401)
     assert "revoked" in err["message"]
 
@@ -51,6 +52,7 @@ def test_expired_token_is_refused_and_last_use_recorded():
     used = _sql("SELECT last_used_at IS NOT NULL FROM api_tokens WHERE prefix = '%s'" % token[:13]).strip()
     assert used == "1", used
     _sql("UPDATE api_tokens SET expires_at = NOW(3) - INTERVAL 1 SECOND WHERE prefix = '%s'" % token[:13])
+    time.sleep(1.1)  # the worker's cache of verified tokens lasts auth_cache_ms
     err = expect_error(request("GET", "/admin/apps", token=token), 401, "unauthorized")
     assert "expired" in err["message"], err
 
@@ -103,6 +105,10 @@ def test_error_matrix():
     expect_error(request("POST", "/admin/apps", raw=b'{"name": "x"', token=token,
                          headers={"Content-Type": "application/json"}), 400, "malformed_json")
     expect_error(request("POST", "/admin/apps", raw=b'{"a":1} x', token=token,
+                         headers={"Content-Type": "application/json"}), 400, "malformed_json")
+    expect_error(request("POST", "/admin/apps", raw=b'{"name": "x", "slug": "y",}', token=token,
+                         headers={"Content-Type": "application/json"}), 400, "malformed_json")
+    expect_error(request("POST", "/admin/apps", raw=b'{"name": "x", "slug": "y"}\x00\x00', token=token,
                          headers={"Content-Type": "application/json"}), 400, "malformed_json")
     expect_error(request("POST", "/admin/apps", raw=b'\xff\xfe{}', token=token,
                          headers={"Content-Type": "application/json"}), 400, "invalid_utf8")

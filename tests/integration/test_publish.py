@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import os
+import threading
 import time
 
 from kiln_test import ENV, expect_error, new_org, request, unique
@@ -126,6 +127,26 @@ def test_publish_serves_files_as_they_are_and_rolls_back():
     expect_error(request("GET", api(aid, "/publishes"), token=stranger), 404)
     assert fetch(base).body == b"<h1>version one</h1>"
     assert app_row(tok, aid)["published_revision_id"] == rev1
+
+
+def test_concurrent_publishes_of_one_revision_all_succeed():
+    tok = org()
+    aid = make_app(tok, {"index.html": "<h1>same tree</h1>", "a.css": "a{}"})
+    base = site_path(app_row(tok, aid)["publish_url"])
+    results = []
+
+    def go():
+        r = request("POST", api(aid, "/publish"), {}, token=tok, timeout=60)
+        results.append((r.status, r.json().get("publish", {}).get("artifact_sha256")))
+    threads = [threading.Thread(target=go) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [st for st, _ in results] == [200] * 6, results
+    assert len({h for _, h in results}) == 1, results
+    assert fetch(base).body == b"<h1>same tree</h1>"
+    assert len(request("GET", api(aid, "/publishes"), token=tok).json()["items"]) == 6
 
 
 BUILD_JS = r"""

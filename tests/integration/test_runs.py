@@ -90,7 +90,10 @@ class Stream:
     frame's id, event, parsed data and arrival time), or None once the
     server ended the response; comments are kept in .comments."""
 
-    def __init__(self, token, app_id, run_id, last_event_id=None, query="", timeout=20):
+    def __init__(self, token, app_id, run_id, last_event_id=None, query="", timeout=20, deadline=60):
+        # Keep-alive comments defeat the socket timeout; the deadline ends a
+        # test whose run never ends.
+        self.deadline = time.time() + deadline
         self.conn = http.client.HTTPConnection(ENV["host"], ENV["port"], timeout=timeout)
         h = {"Authorization": "Bearer " + token, "Accept": "text/event-stream"}
         if last_event_id is not None:
@@ -107,9 +110,10 @@ class Stream:
     def next(self, stop_on_comment=False):
         fields = {}
         while True:
+            assert time.time() < self.deadline, "the stream is still open at its deadline"
             line = self.resp.readline()
             if not line:
-                self.ended = True
+                self.ended = time.time()
                 assert not fields, "stream ended inside a frame: %r" % fields
                 return None
             assert line.endswith(b"\n"), "a frame line without its newline: %r" % line
@@ -252,6 +256,7 @@ def test_run_end_to_end_stream_run_files_and_event_pages():
     assert s.status == 200
     frames = s.read_to_end()  # returns only because the server ended the response
     s.close()
+    assert s.ended - frames[-1]["t"] < 1, "the response lingered after the terminal event"
     assert time.time() - t0 < 25
     for ev in frames:
         check_frame(ev, run["id"], app["id"])
@@ -629,6 +634,10 @@ def test_cancel_rollback_restores_the_pre_run_workspace():
     ck = request("GET", "/admin/apps/%d/coding-agent/checkpoints/%d" % (app["id"], p["base_checkpoint_id"]),
                  token=token).json()
     assert sorted(f["path"] for f in ck["files"]) == ["index.html", "keep.txt"], ck
+    preview = request("GET", "/admin/apps/%d/preview" % app["id"], token=token).json()["url"]
+    assert request("GET", preview + "notes.txt").status == 404
+    r = request("GET", preview + "index.html")
+    assert r.status == 200 and r.body == b"<h1>before the run</h1>\n", r
     # The next run starts from the restored files: no "outside a run" checkpoint.
     nxt = start_run(token, app["id"], "and now?")
     done = wait_run(token, app["id"], nxt["id"])
@@ -647,6 +656,10 @@ def test_cancel_keep_lists_changed_files_and_keeps_them():
     assert d["added"] == ["notes.txt"] and d["removed"] == [], d
     assert [c["path"] for c in d["changed"]] == ["index.html"], d
     assert "+<h1>changed by the run</h1>" in d["changed"][0]["diff"], d
+    preview = request("GET", "/admin/apps/%d/preview" % app["id"], token=token).json()["url"]
+    r = request("GET", preview + "notes.txt")
+    assert r.status == 200 and r.body == b"written by the run\n", r
+    assert request("GET", preview + "after.txt").status == 404  # the call after the command never ran
     # The call after the cancelled command never ran, yet the thread stays
     # one a provider accepts: the next run on the app goes through.
     nxt = start_run(token, app["id"], "carry on")
@@ -678,8 +691,19 @@ def _model_retries(run_id):
         return sum(1 for line in f if "run %d: model attempt" % run_id in line)
 
 
-def _answer_text(evs):
-    return "".join(e["payload"]["text"] for e in evs if e["type"] == "assistant.delta")
+def _visible_text(evs):
+    """What a client shows per response: a restart drops that response's text so far."""
+    shown = {}
+    for e in evs:
+        if e["type"] == "assistant.delta":
+            p = e["payload"]
+            if p.get("restart"):
+                shown[p["message_index"]] = ""
+            shown[p["message_index"]] = shown.get(p["message_index"], "") + p["text"]
+    return shown
+
+
+RECOVERED = "All good now: this answer arrived after the provider recovered."
 
 
 def test_fault_429_is_retried_and_the_run_completes():
@@ -687,14 +711,14 @@ def test_fault_429_is_retried_and_the_run_completes():
     assert final["status"] == "completed", final
     assert elapsed >= 0.9, elapsed  # Retry-After: 1 was honoured
     assert _model_retries(final["id"]) == 1
-    assert _answer_text(evs).startswith("All good now"), _answer_text(evs)
+    assert _visible_text(evs) == {0: RECOVERED}, evs
 
 
 def test_fault_500_twice_is_retried_and_the_run_completes():
     evs, final, _ = _fault_run("fault-500")
     assert final["status"] == "completed", final
     assert _model_retries(final["id"]) == 2
-    assert _answer_text(evs).startswith("All good now")
+    assert _visible_text(evs) == {0: RECOVERED}, evs
 
 
 def test_fault_500_always_fails_the_run_with_a_model_error():
@@ -713,20 +737,20 @@ def test_fault_stall_times_out_then_the_retry_completes():
     assert idle <= elapsed < idle + 5, elapsed
     assert final["status"] == "completed", final
     assert _model_retries(final["id"]) == 1
+    # The text shown before the stall is replaced by the retried answer,
+    # which says so on its first delta.
     deltas = [e["payload"] for e in evs if e["type"] == "assistant.delta"]
-    restarts = [d for d in deltas if d.get("restart")]
-    # Text shown before the stall is replaced: the retried answer says so.
-    if deltas[0]["text"] != "All good now: this answer arrived after the provider recovered."[:len(deltas[0]["text"])]:
-        assert len(restarts) == 1, deltas
-    if restarts:
-        after = deltas[deltas.index(restarts[0]):]
-        assert "".join(d["text"] for d in after).startswith("All good now"), after
+    restarts = [i for i, d in enumerate(deltas) if d.get("restart")]
+    assert len(restarts) == 1 and restarts[0] > 0, deltas
+    assert RECOVERED.startswith("".join(d["text"] for d in deltas[:restarts[0]])), deltas
+    assert _visible_text(evs) == {0: RECOVERED}, deltas
 
 
 def test_fault_cutoff_is_retried_and_the_run_completes():
     evs, final, _ = _fault_run("fault-cutoff")
     assert final["status"] == "completed", final
     assert _model_retries(final["id"]) == 1
+    assert _visible_text(evs) == {0: RECOVERED}, evs
 
 
 def test_fault_malformed_fails_the_run():
@@ -770,19 +794,18 @@ def test_runner_kill_9_mid_run_resumes_on_attempt_2():
     # The response cut short restarts: its first delta says so.
     after = evs[evs.index(accepted[1]) + 1:]
     assert after[0]["type"] == "assistant.delta" and after[0]["payload"].get("restart") is True, after[0]
-    assert _answer_text(after).startswith("Thinking this through slowly")
+    with open(os.path.join(SCRIPTS, "slow.json")) as f:
+        slow_text = json.load(f)["steps"][0]["text"]
+    assert _visible_text(evs) == {0: slow_text}
     final = get_run(token, app["id"], run["id"])
     assert final["status"] == "completed" and final["attempt"] == 2, final
     pages, _ = api_events(token, app["id"], run["id"])
     assert pages == evs
 
 
-def _alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+def _gone(pid):
+    # Reaped, not only dead: tools/stack takes a zombie's pid for a live runner.
+    return not os.path.exists("/proc/%d" % pid)
 
 
 def test_runner_sigterm_hands_the_run_back_at_once():
@@ -799,7 +822,7 @@ def test_runner_sigterm_hands_the_run_back_at_once():
     try:
         for pid in pids:
             os.kill(pid, signal.SIGTERM)
-        eventually(lambda: not any(_alive(p) for p in pids), timeout=10, what="the runners to stop")
+        eventually(lambda: all(_gone(p) for p in pids), timeout=10, what="the runners to stop")
     finally:
         stack("start-runner")
     while True:

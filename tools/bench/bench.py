@@ -183,14 +183,19 @@ def sse_load(stk, targets_file, streams, timeout, on_open=None, extra=()):
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     during = None
     summary = None
-    for line in p.stdout:
-        if line.startswith("open "):
-            if on_open:
-                during = on_open()
-        elif line.startswith("{"):
-            summary = json.loads(line)
-    err = p.stderr.read()
-    p.wait()
+    try:
+        for line in p.stdout:
+            if line.startswith("open "):
+                if on_open:
+                    during = on_open()
+            elif line.startswith("{"):
+                summary = json.loads(line)
+        err = p.stderr.read()
+        p.wait()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
     if summary is None:
         raise RuntimeError("sse-load gave no summary (exit %d): %s" % (p.returncode, err.strip()))
     summary["during"] = during
@@ -363,7 +368,8 @@ def perf_profile(url, token, secs=4):
     and the hottest symbols of kiln-api. None if perf is unusable."""
     if not shutil.which("perf"):
         return None
-    data = tempfile.mktemp(prefix="kiln-bench-perf.")
+    tmp = tempfile.mkdtemp(prefix="kiln-bench-perf.")
+    data = os.path.join(tmp, "perf.data")
     w = subprocess.Popen(["wrk", "-c", "32", "-t", "2", "-d", "%ds" % (secs + 2), "-H",
                           "Authorization: Bearer " + token, url],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -385,14 +391,19 @@ def perf_profile(url, token, secs=4):
                     rows.append((float(m.group(1)), re.sub(r"\s{2,}", "  ", m.group(2))))
             return rows
         comms = report("--sort", "comm")
-        api = report("--comm", "kiln-api", "--sort", "dso,sym")
-        return {"comms": comms[:8], "kiln_api": api[:12]}
+        syms = report("--comm", "kiln-api", "--percentage", "relative", "--sort", "dso,sym")
+        kernel = sum(share for share, sym in syms if "[k]" in sym)
+        libs = {}
+        for share, sym in syms:
+            if "[k]" not in sym:
+                dso = sym.split()[0]
+                libs[dso] = libs.get(dso, 0) + share
+        return {"comms": comms[:8], "kiln_api_kernel": kernel, "kiln_api_libs": libs,
+                "kiln_api": syms[:12]}
     finally:
         if w.poll() is None:
             w.kill()
-        for f in (data, data + ".old"):
-            if os.path.exists(f):
-                os.unlink(f)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def bench_api(stk):
@@ -404,11 +415,13 @@ def bench_api(stk):
     assert st == 200, raw
     kiln_url = "http://127.0.0.1:%d%s" % (stk.port, path)
     bare = BareBaseline(stk)
-    bare.start()
     try:
+        bare.start()
         bare_url = "http://127.0.0.1:%d%s" % (bare.port, path)
         log("api: wrk -c 32 against kiln")
+        s0 = status(stk)
         k32 = wrk(kiln_url, stk.token, 32, 2, 10)
+        s1 = status(stk)
         log("api: wrk -c 32 against the bare responder")
         b32 = wrk(bare_url, stk.token, 32, 2, 10)
         log("api: wrk -c 4 (one request per worker)")
@@ -421,7 +434,10 @@ def bench_api(stk):
             raise RuntimeError("%s: %d non-2xx, %s" % (name, r["non2xx"], r["socket_errors"]))
     log("api: perf profile")
     prof = perf_profile(kiln_url, stk.token)
+    d = delta(s0, s1)
+    per_req = {k: d[k] / k32["requests"] for k in ("Com_stmt_execute", "Com_select", "Com_update")}
     return {"path": path, "workers": int(stk.cfg["workers"]), "kiln32": k32, "bare32": b32,
+            "db_per_request": per_req,
             "kiln4": k4, "bare4": b4, "profile": prof,
             "max_requests_per_worker": int(stk.cfg["max_requests_per_worker"])}
 
@@ -430,9 +446,8 @@ def bench_api(stk):
 
 STATUS_KEYS = ["Com_insert", "Com_update", "Com_delete", "Com_replace", "Com_insert_select",
                "Com_update_multi", "Com_delete_multi", "Com_commit", "Com_rollback", "Com_begin",
-               "Com_select", "Com_stmt_execute", "Innodb_rows_inserted", "Innodb_rows_updated",
-               "Innodb_rows_deleted", "Handler_write", "Handler_update", "Handler_delete",
-               "Innodb_os_log_fsyncs"]
+               "Com_select", "Com_stmt_execute", "Handler_write", "Handler_update", "Handler_delete",
+               "Innodb_log_writes", "Innodb_data_fsyncs"]
 WRITE_COMS = ["Com_insert", "Com_update", "Com_delete", "Com_replace", "Com_insert_select",
               "Com_update_multi", "Com_delete_multi"]
 
@@ -565,9 +580,10 @@ def dir_bytes(root, skip=()):
     return total
 
 
-def hyperfine(commands, runs=10, prepare=None):
+def hyperfine(commands, runs=15, prepare=None):
     """commands: [(name, shell command)]; prepare: {name: shell command}."""
-    out = tempfile.mktemp(prefix="kiln-bench-hf.", suffix=".json")
+    fd, out = tempfile.mkstemp(prefix="kiln-bench-hf.", suffix=".json")
+    os.close(fd)
     cmd = ["hyperfine", "--warmup", "2", "--runs", str(runs), "--style", "none", "--export-json", out]
     for name, c in commands:
         if prepare and name in prepare:
@@ -575,12 +591,14 @@ def hyperfine(commands, runs=10, prepare=None):
         else:
             cmd += ["--prepare", "true"]
         cmd += ["--command-name", name, c]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    if p.returncode != 0:
-        raise RuntimeError("hyperfine: %s" % (p.stderr or p.stdout))
-    with open(out) as f:
-        res = json.load(f)
-    os.unlink(out)
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if p.returncode != 0:
+            raise RuntimeError("hyperfine: %s" % (p.stderr or p.stdout))
+        with open(out) as f:
+            res = json.load(f)
+    finally:
+        os.unlink(out)
     return {r["command"]: {"mean_ms": r["mean"] * 1000, "stddev_ms": r["stddev"] * 1000,
                            "median_ms": r["median"] * 1000} for r in res["results"]}
 
@@ -621,6 +639,7 @@ def bench_checkpoints(stk):
         create_t = hyperfine([
             ("kiln", "%s create %s %s" % (q(tool), q(store), q(tree))),
             ("tar", "tar cf %s -C %s ." % (q(tarf), q(tree))),
+            ("tar+fsync", "tar cf %s -C %s . && sync %s %s" % (q(tarf), q(tree), q(tarf), q(work))),
             ("tar.zst", "tar --zstd -cf %s -C %s ." % (q(zstf), q(tree))),
             ("git", "%s add -A && %s commit -q --allow-empty -m c" % (gitcmd, gitcmd)),
         ], prepare={"kiln": "rm -rf %s" % q(store),
@@ -639,8 +658,10 @@ def bench_checkpoints(stk):
         restore_t = hyperfine([
             ("kiln", "%s restore %s %s %s %s" % (q(tool), q(store), q(incr["name"]), q(incr["sha256"]), q(ws))),
             ("tar", "tar xf %s -C %s" % (q(tarf), q(xdir))),
+            ("tar+fsync", "tar xf %s -C %s && find %s -exec sync {} +" % (q(tarf), q(xdir), q(xdir))),
             ("git", "git --git-dir=%s --work-tree=%s checkout -q -f HEAD -- ." % (q(gitd), q(xdir))),
         ], prepare={"tar": "rm -rf %s && mkdir %s" % (q(xdir), q(xdir)),
+                    "tar+fsync": "rm -rf %s && mkdir %s" % (q(xdir), q(xdir)),
                     "git": "rm -rf %s && mkdir %s" % (q(xdir), q(xdir))})
         r = subprocess.run([tool, "restore", store, incr["name"], incr["sha256"], ws],
                            capture_output=True, text=True, check=True)
@@ -693,7 +714,6 @@ def bench_checkpoints(stk):
 def bench_runner(stk):
     # Baseline: one run alone on the same stack.
     app = stk.new_app()
-    t = time.time()
     one = stk.submit_run(app, "default")
     stk.wait_runs([one], 120)
     single = stk.run_rows([one])[one]
@@ -737,10 +757,8 @@ def bench_streams(stk, nstreams=1000, nruns=50):
     write_targets(tf, zip(apps, runs))
     probe_app = apps[0]
 
-    def while_open():
-        samples = [stk.stream_processes()]
-        lat = []
-        statuses = []
+    def probe():
+        lat, statuses = [], []
         for i in range(20):
             path = ("/admin/apps/%d" % probe_app if i % 2 else
                     "/admin/apps/%d/coding-agent/runs/%d" % (probe_app, runs[0]))
@@ -748,13 +766,19 @@ def bench_streams(stk, nstreams=1000, nruns=50):
             statuses.append(st)
             lat.append(ms)
             time.sleep(0.1)
+        return lat, statuses
+    rest_ms, rest_status = probe()
+
+    def while_open():
+        samples = [stk.stream_processes()]
+        lat, statuses = probe()
         samples.append(stk.stream_processes())
         return {"pool": samples, "api_ms": lat, "api_status": statuses}
     log("streams: opening %d streams on %d live runs" % (nstreams, nruns))
     summary = sse_load(stk, tf, nstreams, 120, on_open=while_open)
     stk.wait_runs(runs, 60)
     pool_after = stk.stream_processes()
-    problems, rows = check_streams(stk, summary)
+    problems, _ = check_streams(stk, summary)
     during = summary["during"] or {"pool": [{}], "api_ms": [], "api_status": []}
     rss_before = sum(v[0] for v in pool_before.values())
     rss_during = max(sum(v[0] for v in s.values()) for s in during["pool"])
@@ -762,8 +786,13 @@ def bench_streams(stk, nstreams=1000, nruns=50):
     pids = [sorted(pool_before)] + [sorted(s) for s in during["pool"]] + [sorted(pool_after)]
     if any(p != pids[0] for p in pids):
         problems.append("stream processes changed: %s" % pids)
-    if any(s != 200 for s in during["api_status"]):
-        problems.append("API answers during the hold: %s" % during["api_status"])
+    if any(s != 200 for s in during["api_status"] + rest_status):
+        problems.append("API answers: %s at rest, %s during the hold" % (rest_status, during["api_status"]))
+    # The pool was found by its threads; its log lines name it too.
+    with open(os.path.join(stk.state, "log", "kiln-api.log"), errors="replace") as f:
+        logged = {int(m) for m in re.findall(r"kiln-stream\[(\d+)\]", f.read())}
+    if not set(pids[0]) <= logged:
+        problems.append("stream pids %s do not log as kiln-stream (%s)" % (pids[0], sorted(logged)))
     opened = summary["opened"] or 1
     return {"streams": nstreams, "runs": nruns, "opened": summary["opened"],
             "open_all_ms": summary["open_all_ms"], "events": summary["events"],
@@ -771,7 +800,7 @@ def bench_streams(stk, nstreams=1000, nruns=50):
             "rss_before_kib": rss_before, "rss_during_kib": rss_during,
             "per_stream_kib": (rss_during - rss_before) / opened,
             "threads_before": sum(v[1] for v in pool_before.values()), "threads_during": threads_during,
-            "api_ms": during["api_ms"], "problems": problems,
+            "api_ms": during["api_ms"], "api_rest_ms": rest_ms, "problems": problems,
             "stream_max_per_process": int(stk.cfg["stream_max_per_process"]),
             "stream_processes": int(stk.cfg["stream_processes"])}
 
@@ -822,28 +851,232 @@ def met(ok):
     return "yes" if ok else "**no**"
 
 
-def render(m, res, elapsed):
-    L = []
-    a = L.append
-    a("# Kiln performance")
+def _render_api(a, api):
+    """The API section."""
+    k, b, k4, b4 = api["kiln32"], api["bare32"], api["kiln4"], api["bare4"]
+    a("## API: `GET /admin/apps/{id}/coding-agent/runs/{run_id}`")
     a("")
-    a("Written by `make bench` (tools/bench/run-bench); do not edit by hand. Every figure")
-    a("is measured next to a baseline taken in the same run on the same machine, and given")
-    a("as a ratio to it. A figure that misses its target says so, with the reason.")
+    a("wrk (`-t 2 -d 10s --latency`, the same Authorization header on both) against Kiln")
+    a("(nginx -> kiln-api, %d pre-forked workers: token check + one row) and against the" % api["workers"])
+    a("baseline: tools/bench/bare-fcgi.c, a libfcgi responder pre-forked to the same %d" % api["workers"])
+    a("workers that answers a fixed run-sized JSON body, behind a second nginx rendered from")
+    a("the stack's own config (same top-level and server block; only its socket and port differ).")
     a("")
-    a("## Machine")
+    a("| | requests/s | p50 | p75 | p90 | p99 |")
+    a("|---|---|---|---|---|---|")
+    for name, r in (("Kiln, -c 32", k), ("bare, -c 32", b), ("Kiln, -c 4", k4), ("bare, -c 4", b4)):
+        a("| %s | %.0f | %s | %s | %s | %s |" % (name, r["rps"], fmt_ms(r["p50"]), fmt_ms(r["p75"]),
+                                                fmt_ms(r["p90"]), fmt_ms(r["p99"])))
+    a("")
+    dbr = api["db_per_request"]
+    by_comm = {c: v for v, c in (api.get("profile") or {}).get("comms", [])}
+    a("Each Kiln request made %.2f database statements (%.2f SELECTs, %.3f UPDATEs: the" % (
+        dbr["Com_stmt_execute"], dbr["Com_select"], dbr["Com_update"]))
+    a("token's last_used_at, at most once a minute) over MariaDB's unix socket; the bare")
+    a("responder makes none, which is most of the gap%s." % (
+        ": in the profile below mariadbd takes %.0f%% of all CPU samples, kiln-api %.0f%% and nginx %.0f%%"
+        % (by_comm.get("mariadbd", 0), by_comm.get("kiln-api", 0), by_comm.get("nginx", 0)) if by_comm else ""))
+    a("")
+    mean32 = 32 / k["rps"] * 1000
+    a("With 32 connections and %d workers, 28 requests wait in nginx's queue at any time:" % api["workers"])
+    a("by Little's law the mean latency is 32 / %.0f req/s = %.1f ms for Kiln (%.1f ms for" % (k["rps"], mean32, 32 / b["rps"] * 1000))
+    a("the bare responder, whose p99 is %s), so a p99 under 5 ms at -c 32 would need over" % fmt_ms(b["p99"]))
+    a("6,400 requests/s on this machine; the latency of one request is the -c 4 row.")
+    if api["kiln32"]["requests"] > api["workers"] * api["max_requests_per_worker"]:
+        a("Each worker is replaced after max_requests_per_worker = %d requests, so the -c 32" % api["max_requests_per_worker"])
+        a("run includes worker respawns (fork, database connect).")
+    prof = api.get("profile")
+    if prof:
+        a("")
+        a("Where the CPU goes (perf record -a during a separate wrk -c 32 run; share of all samples")
+        a("on the machine, so processes of other work on it show up too):")
+        a("")
+        a("| process | share |")
+        a("|---|---|")
+        for share, comm in prof["comms"]:
+            a("| %s | %.1f%% |" % (comm, share))
+        a("")
+        a("%.0f%% of kiln-api's samples are in the kernel: the system calls of the FastCGI" % prof["kiln_api_kernel"])
+        a("exchange with nginx and of the MariaDB round trips, poll() and the wake-ups between")
+        a("processes (sampled kernel time tends to land where interrupts are enabled again, hence")
+        a("`_raw_spin_unlock_irqrestore`). In user space: %s." % ", ".join(
+            "%s %.1f%%" % kv for kv in sorted(prof["kiln_api_libs"].items(), key=lambda kv: -kv[1])[:6]))
+        a("Hottest symbols (share of kiln-api's samples):")
+        a("")
+        a("| share | dso / symbol |")
+        a("|---|---|")
+        for share, sym in prof["kiln_api"]:
+            a("| %.1f%% | `%s` |" % (share, sym.replace("|", "/")))
+    a("")
+
+
+def _render_streams(a, st):
+    """The streams section."""
+    a("## Streams: %d concurrent SSE streams" % st["streams"])
+    a("")
+    a("tools/bench/sse-load.c (one process, epoll, non-blocking sockets) opens %d streams" % st["streams"])
+    a("through nginx, %d per run, on %d runs of the `slow` script (about 10 s of events each)," % (st["streams"] // st["runs"], st["runs"]))
+    a("and checks every event: ids gapless and in order, ending with the terminal event, and")
+    a("per run equal to the database's event log. While all are open it samples the stream")
+    a("pool (kiln-api master's children that run threads) and makes 20 API requests.")
     a("")
     a("| | |")
     a("|---|---|")
-    a("| date | %s |" % m["date"])
-    a("| CPU | %s, %s cores (nproc) |" % (m["cpu"], m["nproc"]))
-    a("| memory | %s |" % m["memory"])
-    a("| kernel | Linux %s |" % m["kernel"])
-    a("| load average before the run | %s (other work on the machine skews every figure; the baselines share it) |" % m["load_before"])
-    a("| software | %s; %s; %s |" % (m["mariadb"], m["nginx"], m["wrk"]))
-    a("| open files limit | %s |" % m["nofile"])
-    a("| whole benchmark | %.0f s |" % elapsed)
+    a("| streams opened | %d (all open after %d ms) |" % (st["opened"], st["open_all_ms"]))
+    a("| events received | %d |" % st["events"])
+    a("| stream processes | %d (pids %s), the same before, during and after |" % (st["processes"], st["pids"]))
+    a("| threads in the pool | %d at rest, %d with the streams open |" % (st["threads_before"], st["threads_during"]))
+    a("| pool RSS | %s at rest, %s with the streams open |" % (fmt_bytes(st["rss_before_kib"] * 1024), fmt_bytes(st["rss_during_kib"] * 1024)))
+    a("| RSS per open stream | %.1f KiB (includes the runs' shared event frames) |" % st["per_stream_kib"])
+    if st["api_ms"]:
+        a("| API requests during the hold | %d, p50 %s, max %s (before the streams: p50 %s, max %s) |" % (
+            len(st["api_ms"]), fmt_ms(pct(st["api_ms"], 50)), fmt_ms(max(st["api_ms"])),
+            fmt_ms(pct(st["api_rest_ms"], 50)), fmt_ms(max(st["api_rest_ms"]))))
+    a("| checks | %s |" % ("all passed" if not st["problems"] else "; ".join(st["problems"])))
     a("")
+    a("Capacity: stream_processes = %d x stream_max_per_process = %d streams per host; each" % (st["stream_processes"], st["stream_max_per_process"]))
+    a("stream takes two nginx connections (client, upstream; worker_connections 4096 per")
+    a("worker) and one file descriptor in the stream process (open files limit above).")
+    a("")
+
+
+def _render_latency(a, lat):
+    """The event latency section."""
+    o, mny = lat["one"], lat["many"]
+    a("## Event latency")
+    a("")
+    a("Time from a runner's append of an event (the row's created_at, DATETIME(3) UTC, set by")
+    a("the INSERT inside the append transaction) to its arrival at an SSE client on the same")
+    a("host (sse-load reads the envelope's `ts`). Real runners: the bench stack runs 2")
+    a("kiln-runner processes with runner_max_concurrent = %d, and %d runs of the `slow` script" % (lat["concurrency"], mny["runs"]))
+    a("on %d apps, one stream each. Only events created after their stream opened count. ts" % mny["runs"])
+    a("has millisecond resolution (truncated), so samples read up to 1 ms high. The stream")
+    a("pool polls the database every stream_poll_ms = %d ms." % lat["poll_ms"])
+    a("")
+    a("| | runs running at once (peak) | samples | p50 | p90 | p99 | max |")
+    a("|---|---|---|---|---|---|---|")
+    for name, r in (("baseline: 1 run", o), ("%d runs" % mny["runs"], mny)):
+        x = r["latency"]
+        a("| %s | %d | %d | %d ms | %d ms | %d ms | %d ms |" % (name, r["peak_running"], x["samples"], x["p50_ms"], x["p90_ms"], x["p99_ms"], x["max_ms"]))
+    probs = o["problems"] + mny["problems"]
+    a("")
+    a("Checks (every stream got every event, in order): %s." % ("passed" if not probs else "; ".join(probs)))
+    a("")
+
+
+def _render_dbcost(a, db):
+    """The database cost section."""
+    a("## Database cost of one run")
+    a("")
+    a("One run of the `long-answer` script (a ~2,000-token streamed answer, %d tool calls in" % db["tool_calls"])
+    a("%d model steps, %d completion tokens) on an otherwise idle stack: MariaDB's global" % (db["steps"], db["completion_tokens"]))
+    a("counters (SHOW GLOBAL STATUS) from before the POST to the run's end (%.1f s); the" % db["seconds"])
+    a("statement breakdown comes from the general query log of the same window. Baseline: an")
+    a("idle window of %d s just before wrote %d statements." % (db["idle_seconds"], db["idle_writes"]))
+    a("")
+    d = db["delta"]
+    a("| counter | run | idle %d s |" % db["idle_seconds"])
+    a("|---|---|---|")
+    for key in STATUS_KEYS:
+        a("| %s | %d | %d |" % (key, d[key], db["idle"][key]))
+    a("")
+    a("Write statements by shape (general log):")
+    a("")
+    a("| statement | count |")
+    a("|---|---|")
+    for shape, n in sorted(db["shapes"].items(), key=lambda kv: -kv[1]):
+        a("| `%s` | %d |" % (shape, n))
+    a("")
+    a("Events written: %d (%s); conversation messages: %d." % (
+        db["events"], ", ".join("%s %d" % kv for kv in sorted(db["event_types"].items())), db["messages"]))
+    a("")
+    sh = db["shapes"]
+    ev = sh.get("INSERT agent_run_events", 0) + sh.get("UPDATE agent_runs SET last_event_seq...", 0)
+    if db["writes"] > 100:
+        a("The target (at most 100) is missed by %d. Where the writes go: the event log takes %d" % (db["writes"] - 100, ev))
+        a("(each append is an INSERT plus the UPDATE of the run's last_event_seq that orders it),")
+        a("the conversation %d (one INSERT per message), the usage counters %d (one UPDATE per" % (
+            sh.get("INSERT agent_messages", 0), sh.get("UPDATE agent_runs SET prompt_tokens...", 0)))
+        a("model step), and the rest is the run's lifecycle and its checkpoints. Writing a step's")
+        a("messages in one multi-row INSERT, and its usage with the step's last event append,")
+        a("would bring this run to %d; appending events in batches (one last_event_seq UPDATE" % (
+            db["writes"] - (sh.get("INSERT agent_messages", 0) - db["steps"] - 1)
+            - sh.get("UPDATE agent_runs SET prompt_tokens...", 0)))
+        a("per batch: a tool call's tool.completed with the next tool.started, a step's last")
+        a("delta with its tool.started events) saves one UPDATE per event so batched.")
+        a("")
+
+
+def _render_checkpoints(a, ck):
+    """The checkpoints section."""
+    c, r, s = ck["create"], ck["restore"], ck["series"]
+    a("## Checkpoints")
+    a("")
+    a("A generated app tree of %d files, %.2f MB (160 text files: HTML, CSS, JS, JSON," % (ck["files"], ck["bytes"] / 1e6))
+    a("Markdown; 20 incompressible images). Kiln's side is tools/bench/ckpt-bench.c, linked")
+    a("with libkiln.a: create = manifest_build (hash every file) + ckpt_write (tar.zst, fsynced);")
+    a("restore = ckpt_extract (verified, fsynced) + ckpt_swap_into. hyperfine, 2 warm-ups,")
+    a("15 runs. Plain tar and git do not fsync; Kiln does (the archive on")
+    a("create, every file and folder on restore), so the summary compares with tar followed")
+    a("by the same fsyncs (coreutils sync FILE...).")
+    a("")
+    a("| create | median | mean | stddev |")
+    a("|---|---|---|---|")
+    for name, label in (("kiln", "Kiln checkpoint (full)"), ("tar", "tar cf"),
+                        ("tar+fsync", "tar cf, then fsync of the archive and its folder"),
+                        ("tar.zst", "tar --zstd -cf"), ("git", "git add -A && git commit (fresh repository)")):
+        a("| %s | %s | %s | %s |" % (label, fmt_ms(c[name]["median_ms"]), fmt_ms(c[name]["mean_ms"]), fmt_ms(c[name]["stddev_ms"])))
+    ci = ck["create_incr"]
+    a("| Kiln checkpoint, one file changed since the base | %s | %s | %s |" % (fmt_ms(ci["median_ms"]), fmt_ms(ci["mean_ms"]), fmt_ms(ci["stddev_ms"])))
+    a("")
+    a("| restore | median | mean | stddev |")
+    a("|---|---|---|---|")
+    for name, label in (("kiln", "Kiln restore (extract + swap)"), ("tar", "tar xf"),
+                        ("tar+fsync", "tar xf, then fsync of every file and folder"),
+                        ("git", "git checkout -f HEAD -- . (empty worktree)")):
+        a("| %s | %s | %s | %s |" % (label, fmt_ms(r[name]["median_ms"]), fmt_ms(r[name]["mean_ms"]), fmt_ms(r[name]["stddev_ms"])))
+    a("")
+    a("One Kiln create, split: manifest walk (SHA-256 of every file) %d ms, archive write %d ms;" % (
+        ck["full"]["manifest_ms"], ck["full"]["write_ms"]))
+    a("one restore: extract %d ms, swap (including removal of the old tree) %d ms. Archive" % (
+        ck["restore_split"]["extract_ms"], ck["restore_split"]["swap_ms"]))
+    a("sizes: full %s; one file changed %s (the changed file and the manifest; the rest" % (
+        fmt_bytes(ck["full"]["size"]), fmt_bytes(ck["incr"]["size"])))
+    a("is referenced in the base).")
+    a("")
+    a("Storage after %d checkpoints that each change one file (plus the first, full one):" % s["n"])
+    a("")
+    a("| | bytes | mean time per checkpoint |")
+    a("|---|---|---|")
+    a("| Kiln checkpoint store | %s | %s |" % (fmt_bytes(s["kiln_bytes"]), fmt_ms(s["kiln_ms"])))
+    a("| %d full archives, tar + zstd -3 | %s | %s |" % (s["n"], fmt_bytes(s["zst_bytes"]), fmt_ms(s["zst_ms"])))
+    a("| shadow git repository, loose objects | %s | %s |" % (fmt_bytes(s["git_loose_bytes"]), fmt_ms(s["git_ms"])))
+    a("| shadow git repository after git gc | %s | |" % fmt_bytes(s["git_packed_bytes"]))
+    a("")
+
+
+def _render_runner(a, rn):
+    """The runner section."""
+    a("## Runner")
+    a("")
+    a("%d apps, one run each of the `default` script (three files written, a checkpoint)," % rn["runs"])
+    a("submitted at once (%.1f s to submit all), with one SSE stream per run checking every event." % rn["submit_s"])
+    a("2 runners, runner_max_concurrent = %d. runs/s = runs / (last finished_at - first" % rn["concurrency"])
+    a("created_at); baseline: the same script's one run alone on the same stack.")
+    a("")
+    a("| | |")
+    a("|---|---|")
+    a("| wall time | %.1f s |" % rn["wall_s"])
+    a("| runs/s | %.2f (one run alone: %.2f s, %.2f runs/s) |" % (rn["runs_per_s"], rn["single_s"], rn["single_runs_per_s"]))
+    a("| run duration p50 / max | %.1f s / %.1f s |" % (rn["p50_run_s"], rn["max_run_s"]))
+    a("| statuses | %s |" % ", ".join("%s %d" % kv for kv in sorted(rn["statuses"].items())))
+    a("| events streamed | %d, gaps %d, duplicates %d |" % (rn["events"], rn["gaps"], rn["dups"]))
+    a("| checks | %s |" % ("all passed" if not rn["problems"] else "; ".join(rn["problems"])))
+    a("")
+
+
+def _render_summary(a, res):
+    """One row per figure: Kiln, its baseline, the ratio, the target."""
     a("## Summary")
     a("")
     a("| benchmark | Kiln | baseline (same run) | ratio | target | met |")
@@ -860,14 +1093,19 @@ def render(m, res, elapsed):
           (fmt_ms(k4["p99"]), fmt_ms(b4["p99"]), k4["p99"] / b4["p99"], met(k4["p99"] < 5)))
     st = res.get("streams")
     if isinstance(st, dict):
-        a("| SSE streams held open at once | %d | - | - | >= 1000 | %s |" %
+        a("| SSE streams held open at once, all events checked | %d | - | - | >= 1000 | %s |" %
           (st["opened"], met(st["opened"] >= 1000 and not st["problems"])))
+        a("| processes holding them | %d | %d (a process per stream) | %.3f | - | - |" %
+          (st["processes"], st["opened"], st["processes"] / max(st["opened"], 1)))
         a("| stream pool memory per open stream | %.1f KiB | pool at rest: %s | %.2fx of the pool at rest | < 64 KiB | %s |" %
           (st["per_stream_kib"], fmt_bytes(st["rss_before_kib"] * 1024),
            st["rss_during_kib"] / max(st["rss_before_kib"], 1), met(st["per_stream_kib"] < 64)))
         if st["api_ms"]:
-            a("| API latency while %d streams are open (max of %d) | %s | - | - | (answers) | %s |" %
-              (st["opened"], len(st["api_ms"]), fmt_ms(max(st["api_ms"])), met(not st["problems"])))
+            a("| API latency while %d streams are open, p50 / max of %d | %s / %s | %s / %s (no stream open) | %.2f / %.2f | answers | %s |" %
+              (st["opened"], len(st["api_ms"]), fmt_ms(pct(st["api_ms"], 50)), fmt_ms(max(st["api_ms"])),
+               fmt_ms(pct(st["api_rest_ms"], 50)), fmt_ms(max(st["api_rest_ms"])),
+               pct(st["api_ms"], 50) / pct(st["api_rest_ms"], 50), max(st["api_ms"]) / max(st["api_rest_ms"]),
+               met(not st["problems"])))
     lat = res.get("latency")
     if isinstance(lat, dict):
         o, mny = lat["one"]["latency"], lat["many"]["latency"]
@@ -886,13 +1124,13 @@ def render(m, res, elapsed):
         c = ck["create"]
         r = ck["restore"]
         s = ck["series"]
-        a("| checkpoint create, %d files / %s | %s | tar cf %s; git add+commit %s | %.1fx tar; %.2fx git | - | - |" %
-          (ck["files"], fmt_bytes(ck["bytes"]), fmt_ms(c["kiln"]["mean_ms"]), fmt_ms(c["tar"]["mean_ms"]),
-           fmt_ms(c["git"]["mean_ms"]), c["kiln"]["mean_ms"] / c["tar"]["mean_ms"],
-           c["kiln"]["mean_ms"] / c["git"]["mean_ms"]))
-        a("| checkpoint restore | %s | tar xf %s; git checkout %s | %.1fx tar; %.2fx git | - | - |" %
-          (fmt_ms(r["kiln"]["mean_ms"]), fmt_ms(r["tar"]["mean_ms"]), fmt_ms(r["git"]["mean_ms"]),
-           r["kiln"]["mean_ms"] / r["tar"]["mean_ms"], r["kiln"]["mean_ms"] / r["git"]["mean_ms"]))
+        a("| checkpoint create (median), %d files / %.2f MB | %s | tar cf + fsync %s; git add+commit %s | %.1fx tar; %.2fx git | - | - |" %
+          (ck["files"], ck["bytes"] / 1e6, fmt_ms(c["kiln"]["median_ms"]), fmt_ms(c["tar+fsync"]["median_ms"]),
+           fmt_ms(c["git"]["median_ms"]), c["kiln"]["median_ms"] / c["tar+fsync"]["median_ms"],
+           c["kiln"]["median_ms"] / c["git"]["median_ms"]))
+        a("| checkpoint restore (median) | %s | tar xf + fsync %s; git checkout %s | %.1fx tar; %.2fx git | - | - |" %
+          (fmt_ms(r["kiln"]["median_ms"]), fmt_ms(r["tar+fsync"]["median_ms"]), fmt_ms(r["git"]["median_ms"]),
+           r["kiln"]["median_ms"] / r["tar+fsync"]["median_ms"], r["kiln"]["median_ms"] / r["git"]["median_ms"]))
         a("| storage, 100 checkpoints of one changed file each | %s | 100 tar.zst %s; git %s (packed) | %.3f of tar.zst; %.2fx git | - | - |" %
           (fmt_bytes(s["kiln_bytes"]), fmt_bytes(s["zst_bytes"]), fmt_bytes(s["git_packed_bytes"]),
            s["kiln_bytes"] / s["zst_bytes"], s["kiln_bytes"] / s["git_packed_bytes"]))
@@ -906,174 +1144,38 @@ def render(m, res, elapsed):
             a("| %s | **failed**: %s | | | | |" % (name, res[name].splitlines()[-1][:200]))
     a("")
 
-    if isinstance(api, dict):
-        k, b, k4, b4 = api["kiln32"], api["bare32"], api["kiln4"], api["bare4"]
-        a("## API: `GET /admin/apps/{id}/coding-agent/runs/{run_id}`")
-        a("")
-        a("wrk (`-t 2 -d 10s --latency`, the same Authorization header on both) against Kiln")
-        a("(nginx -> kiln-api, %d pre-forked workers: token check + one row) and against the" % api["workers"])
-        a("baseline: tools/bench/bare-fcgi.c, a libfcgi responder pre-forked to the same %d" % api["workers"])
-        a("workers that answers a fixed run-sized JSON body, behind a second nginx rendered from")
-        a("the stack's own config (same top-level and server block; only its socket and port differ).")
-        a("")
-        a("| | requests/s | p50 | p75 | p90 | p99 |")
-        a("|---|---|---|---|---|---|")
-        for name, r in (("Kiln, -c 32", k), ("bare, -c 32", b), ("Kiln, -c 4", k4), ("bare, -c 4", b4)):
-            a("| %s | %.0f | %s | %s | %s | %s |" % (name, r["rps"], fmt_ms(r["p50"]), fmt_ms(r["p75"]),
-                                                    fmt_ms(r["p90"]), fmt_ms(r["p99"])))
-        a("")
-        mean32 = 32 / k["rps"] * 1000
-        a("With 32 connections and %d workers, 28 requests wait in nginx's queue at any time:" % api["workers"])
-        a("by Little's law the mean latency is 32 / %.0f req/s = %.1f ms for Kiln (%.1f ms for" % (k["rps"], mean32, 32 / b["rps"] * 1000))
-        a("the bare responder, whose p99 is %s), so a p99 under 5 ms at -c 32 would need over" % fmt_ms(b["p99"]))
-        a("6,400 requests/s on this machine; the latency of one request is the -c 4 row.")
-        if api["kiln32"]["requests"] > api["workers"] * api["max_requests_per_worker"]:
-            a("Each worker is replaced after max_requests_per_worker = %d requests, so the -c 32" % api["max_requests_per_worker"])
-            a("run includes worker respawns (fork, database connect).")
-        prof = api.get("profile")
-        if prof:
-            a("")
-            a("Where the CPU goes (perf record -a during a separate wrk -c 32 run; share of all samples):")
-            a("")
-            a("| process | share |")
-            a("|---|---|")
-            for share, comm in prof["comms"]:
-                a("| %s | %.1f%% |" % (comm, share))
-            a("")
-            a("Hottest symbols in kiln-api (share of kiln-api's samples):")
-            a("")
-            a("| share | dso / symbol |")
-            a("|---|---|")
-            for share, sym in prof["kiln_api"]:
-                a("| %.1f%% | `%s` |" % (share, sym.replace("|", "/")))
-        a("")
 
-    if isinstance(st, dict):
-        a("## Streams: %d concurrent SSE streams" % st["streams"])
-        a("")
-        a("tools/bench/sse-load.c (one process, epoll, non-blocking sockets) opens %d streams" % st["streams"])
-        a("through nginx, %d per run, on %d runs of the `slow` script (about 10 s of events each)," % (st["streams"] // st["runs"], st["runs"]))
-        a("and checks every event: ids gapless and in order, ending with the terminal event, and")
-        a("per run equal to the database's event log. While all are open it samples the stream")
-        a("pool (kiln-api master's children that run threads) and makes 20 API requests.")
-        a("")
-        a("| | |")
-        a("|---|---|")
-        a("| streams opened | %d (all open after %d ms) |" % (st["opened"], st["open_all_ms"]))
-        a("| events received | %d |" % st["events"])
-        a("| stream processes | %d (pids %s), the same before, during and after |" % (st["processes"], st["pids"]))
-        a("| threads in the pool | %d at rest, %d with the streams open |" % (st["threads_before"], st["threads_during"]))
-        a("| pool RSS | %s at rest, %s with the streams open |" % (fmt_bytes(st["rss_before_kib"] * 1024), fmt_bytes(st["rss_during_kib"] * 1024)))
-        a("| RSS per open stream | %.1f KiB (includes the runs' shared event frames) |" % st["per_stream_kib"])
-        if st["api_ms"]:
-            a("| API requests during the hold | %d, p50 %s, max %s |" % (len(st["api_ms"]), fmt_ms(pct(st["api_ms"], 50)), fmt_ms(max(st["api_ms"]))))
-        a("| checks | %s |" % ("all passed" if not st["problems"] else "; ".join(st["problems"])))
-        a("")
-        a("Capacity: stream_processes = %d x stream_max_per_process = %d streams per host; each" % (st["stream_processes"], st["stream_max_per_process"]))
-        a("stream takes two nginx connections (client, upstream; worker_connections 4096 per")
-        a("worker) and one file descriptor in the stream process (open files limit above).")
-        a("")
 
-    if isinstance(lat, dict):
-        o, mny = lat["one"], lat["many"]
-        a("## Event latency")
-        a("")
-        a("Time from a runner's append of an event (the row's created_at, DATETIME(3) UTC, set by")
-        a("the INSERT inside the append transaction) to its arrival at an SSE client on the same")
-        a("host (sse-load reads the envelope's `ts`). Real runners: the bench stack runs 2")
-        a("kiln-runner processes with runner_max_concurrent = %d, and %d runs of the `slow` script" % (lat["concurrency"], mny["runs"]))
-        a("on %d apps, one stream each. Only events created after their stream opened count. ts" % mny["runs"])
-        a("has millisecond resolution (truncated), so samples read up to 1 ms high. The stream")
-        a("pool polls the database every stream_poll_ms = %d ms." % lat["poll_ms"])
-        a("")
-        a("| | runs running at once (peak) | samples | p50 | p90 | p99 | max |")
-        a("|---|---|---|---|---|---|---|")
-        for name, r in (("baseline: 1 run", o), ("%d runs" % mny["runs"], mny)):
-            x = r["latency"]
-            a("| %s | %d | %d | %d ms | %d ms | %d ms | %d ms |" % (name, r["peak_running"], x["samples"], x["p50_ms"], x["p90_ms"], x["p99_ms"], x["max_ms"]))
-        probs = o["problems"] + mny["problems"]
-        a("")
-        a("Checks (every stream got every event, in order): %s." % ("passed" if not probs else "; ".join(probs)))
-        a("")
-
-    if isinstance(db, dict):
-        a("## Database cost of one run")
-        a("")
-        a("One run of the `long-answer` script (a ~2,000-token streamed answer, %d tool calls in" % db["tool_calls"])
-        a("%d model steps, %d completion tokens) on an otherwise idle stack: MariaDB's global" % (db["steps"], db["completion_tokens"]))
-        a("counters (SHOW GLOBAL STATUS) from before the POST to the run's end (%.1f s); the" % db["seconds"])
-        a("statement breakdown comes from the general query log of the same window. Baseline: an")
-        a("idle window of %d s just before wrote %d statements." % (db["idle_seconds"], db["idle_writes"]))
-        a("")
-        d = db["delta"]
-        a("| counter | run | idle %d s |" % db["idle_seconds"])
-        a("|---|---|---|")
-        for key in STATUS_KEYS:
-            a("| %s | %d | %d |" % (key, d[key], db["idle"][key]))
-        a("")
-        a("Write statements by shape (general log):")
-        a("")
-        a("| statement | count |")
-        a("|---|---|")
-        for shape, n in sorted(db["shapes"].items(), key=lambda kv: -kv[1]):
-            a("| `%s` | %d |" % (shape, n))
-        a("")
-        a("Events written: %d (%s); conversation messages: %d." % (
-            db["events"], ", ".join("%s %d" % kv for kv in sorted(db["event_types"].items())), db["messages"]))
-        a("")
-
-    if isinstance(ck, dict):
-        c, r, s = ck["create"], ck["restore"], ck["series"]
-        a("## Checkpoints")
-        a("")
-        a("A generated app tree of %d files, %s (160 text files: HTML, CSS, JS, JSON," % (ck["files"], fmt_bytes(ck["bytes"])))
-        a("Markdown; 20 incompressible images). Kiln's side is tools/bench/ckpt-bench.c, linked")
-        a("with libkiln.a: create = manifest_build (hash every file) + ckpt_write (tar.zst, fsynced);")
-        a("restore = ckpt_extract (verified, fsynced) + ckpt_swap_into. hyperfine, 2 warm-ups,")
-        a("10 runs, mean +- stddev. tar and git do not fsync; Kiln does, for every file.")
-        a("")
-        a("| create | mean | stddev |")
-        a("|---|---|---|")
-        for name, label in (("kiln", "Kiln checkpoint (full)"), ("tar", "tar cf"), ("tar.zst", "tar --zstd -cf"), ("git", "git add -A && git commit (fresh repository)")):
-            a("| %s | %s | %s |" % (label, fmt_ms(c[name]["mean_ms"]), fmt_ms(c[name]["stddev_ms"])))
-        a("| Kiln checkpoint, one file changed since the base | %s | %s |" % (fmt_ms(ck["create_incr"]["mean_ms"]), fmt_ms(ck["create_incr"]["stddev_ms"])))
-        a("")
-        a("| restore | mean | stddev |")
-        a("|---|---|---|")
-        for name, label in (("kiln", "Kiln restore (extract + swap)"), ("tar", "tar xf"), ("git", "git checkout -f HEAD -- . (empty worktree)")):
-            a("| %s | %s | %s |" % (label, fmt_ms(r[name]["mean_ms"]), fmt_ms(r[name]["stddev_ms"])))
-        a("")
-        a("Kiln restore split: extract %d ms, swap %d ms. Archive sizes: full %s; one file changed %s." % (
-            ck["restore_split"]["extract_ms"], ck["restore_split"]["swap_ms"], fmt_bytes(ck["full"]["size"]), fmt_bytes(ck["incr"]["size"])))
-        a("")
-        a("Storage after %d checkpoints that each change one file (plus the first, full one):" % s["n"])
-        a("")
-        a("| | bytes | mean time per checkpoint |")
-        a("|---|---|---|")
-        a("| Kiln checkpoint store | %s | %s |" % (fmt_bytes(s["kiln_bytes"]), fmt_ms(s["kiln_ms"])))
-        a("| %d full archives, tar + zstd -3 | %s | %s |" % (s["n"], fmt_bytes(s["zst_bytes"]), fmt_ms(s["zst_ms"])))
-        a("| shadow git repository, loose objects | %s | %s |" % (fmt_bytes(s["git_loose_bytes"]), fmt_ms(s["git_ms"])))
-        a("| shadow git repository after git gc | %s | |" % fmt_bytes(s["git_packed_bytes"]))
-        a("")
-
-    if isinstance(rn, dict):
-        a("## Runner")
-        a("")
-        a("%d apps, one run each of the `default` script (three files written, a checkpoint)," % rn["runs"])
-        a("submitted at once (%.1f s to submit all), with one SSE stream per run checking every event." % rn["submit_s"])
-        a("2 runners, runner_max_concurrent = %d. runs/s = runs / (last finished_at - first" % rn["concurrency"])
-        a("created_at); baseline: the same script's one run alone on the same stack.")
-        a("")
-        a("| | |")
-        a("|---|---|")
-        a("| wall time | %.1f s |" % rn["wall_s"])
-        a("| runs/s | %.2f (one run alone: %.2f s, %.2f runs/s) |" % (rn["runs_per_s"], rn["single_s"], rn["single_runs_per_s"]))
-        a("| run duration p50 / max | %.1f s / %.1f s |" % (rn["p50_run_s"], rn["max_run_s"]))
-        a("| statuses | %s |" % ", ".join("%s %d" % kv for kv in sorted(rn["statuses"].items())))
-        a("| events streamed | %d, gaps %d, duplicates %d |" % (rn["events"], rn["gaps"], rn["dups"]))
-        a("| checks | %s |" % ("all passed" if not rn["problems"] else "; ".join(rn["problems"])))
-        a("")
-
+def render(m, res, elapsed):
+    L = []
+    a = L.append
+    a("# Kiln performance")
+    a("")
+    a("Written by `make bench` (tools/bench/run-bench, which starts its own private stack and")
+    a("stops it afterwards); do not edit by hand. Every figure is measured next to a baseline")
+    a("taken in the same run on the same machine, and given as a ratio to it. A figure that")
+    a("misses its target says so, with the reason. The bench stack runs the product's defaults")
+    a("except runner_max_concurrent = 50 (2 runners), so that 100 runs can be active at once.")
+    a("")
+    a("## Machine")
+    a("")
+    a("| | |")
+    a("|---|---|")
+    a("| date | %s |" % m["date"])
+    a("| CPU | %s, %s cores (nproc) |" % (m["cpu"], m["nproc"]))
+    a("| memory | %s |" % m["memory"])
+    a("| kernel | Linux %s |" % m["kernel"])
+    a("| load average before the run | %s (other work on the machine skews every figure; the baselines share it) |" % m["load_before"])
+    a("| software | %s; %s; %s |" % (m["mariadb"], m["nginx"], m["wrk"]))
+    a("| open files limit | %s |" % m["nofile"])
+    a("| duration of `make bench` | %.0f s (tool build and stack start included) |" % elapsed)
+    a("")
+    _render_summary(a, res)
+    for name, section in (("api", _render_api), ("streams", _render_streams), ("latency", _render_latency),
+                          ("dbcost", _render_dbcost), ("checkpoints", _render_checkpoints),
+                          ("runner", _render_runner)):
+        if isinstance(res.get(name), dict):
+            section(a, res[name])
     failed = [k for k, v in res.items() if isinstance(v, str)]
     if failed:
         a("## Failures")
@@ -1113,7 +1215,7 @@ def main():
         except Exception:
             res[name] = traceback.format_exc()
             log("%s: FAILED\n%s" % (name, res[name]))
-    elapsed = time.time() - T0
+    elapsed = time.time() - float(os.environ.get("KILN_BENCH_STARTED", T0))
     doc = render(m, res, elapsed)
     with open(args.out, "w") as f:
         f.write(doc)

@@ -650,5 +650,16 @@ int main(int argc, char **argv)
 			on_event(evs[k].data.ptr, evs[k].events, buf, sizeof(buf));
 	}
 	report(started);
+	for (i = 0; i < nconns; i++) {
+		if (conns[i].fd >= 0)
+			close(conns[i].fd);
+		free(conns[i].line);
+		free(conns[i].req);
+	}
+	close(epfd);
+	free(evs);
+	free(conns);
+	free(samples);
+	free(targets);
 	return tot.failed_open ? 1 : 0;
 }
