@@ -8,8 +8,11 @@
  */
 #include <errno.h>
 #include <fcgiapp.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -64,6 +67,7 @@ static void api_worker(void *arg, int listen_fd, struct worker_slot *slot)
 	struct services svc;
 	struct strbuf err = STRBUF_INIT;
 	FCGX_Request fr;
+	sigset_t stopsigs;
 	int64_t served = 0;
 
 	log_set_prog("kiln-api");
@@ -73,17 +77,30 @@ static void api_worker(void *arg, int listen_fd, struct worker_slot *slot)
 		_exit(1);
 	}
 	svc.slot = slot;
+	sigemptyset(&stopsigs);
+	sigaddset(&stopsigs, SIGTERM);
+	sigaddset(&stopsigs, SIGINT);
 	FCGX_Init();
 	FCGX_InitRequest(&fr, listen_fd, 0);
 	while (!worker_stop && served < cfg->max_requests_per_worker) {
 		struct pollfd pfd = { .fd = listen_fd, .events = POLLIN };
+		int rc;
 
-		/* Wait here, where a stop signal wakes us (poll is never
-		 * restarted); once accepted, a request is served to the end. */
+		/* Wait here, where a stop signal wakes us. The listening socket
+		 * is non-blocking, so a worker that loses the race for a
+		 * connection comes back here instead of sleeping in accept(). */
 		if (poll(&pfd, 1, 1000) <= 0 || worker_stop)
 			continue;
-		if (FCGX_Accept_r(&fr) < 0) {
-			log_error("accept failed: %s", strerror(errno));
+		/* From accept to the last byte of the answer no signal is
+		 * delivered: it would cut MariaDB's or libfcgi's I/O short. A
+		 * stop request waits, pending, until the request is served. */
+		sigprocmask(SIG_BLOCK, &stopsigs, NULL);
+		rc = FCGX_Accept_r(&fr);
+		if (rc < 0) {
+			sigprocmask(SIG_UNBLOCK, &stopsigs, NULL);
+			if (rc == -EAGAIN || rc == -EWOULDBLOCK || rc == -EINTR)
+				continue;
+			log_error("accept failed: %s", strerror(-rc));
 			break;
 		}
 		slot->extra_ms = 0;
@@ -93,10 +110,26 @@ static void api_worker(void *arg, int listen_fd, struct worker_slot *slot)
 		slot->busy_since_ms = 0;
 		slot->requests++;
 		served++;
+		sigprocmask(SIG_UNBLOCK, &stopsigs, NULL);
 	}
 	FCGX_Free(&fr, 0);
 	services_release(&svc);
 	strbuf_release(&err);
+}
+
+/* Every open stream holds a socket: let the stream processes have them. */
+static void raise_fd_limit(const struct config *cfg)
+{
+	struct rlimit rl;
+	rlim_t want = (rlim_t)cfg->stream_max_per_process + 256;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= want)
+		return;
+	rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur < want)
+		log_warn("open-file limit %llu is below the %llu that stream_max_per_process needs; "
+			 "raise the hard limit (ulimit -Hn)", (unsigned long long)rl.rlim_cur,
+			 (unsigned long long)want);
 }
 
 static void usage(void)
@@ -132,6 +165,7 @@ int main(int argc, char **argv)
 		log_error("config: %s", err.buf);
 		return 1;
 	}
+	raise_fd_limit(&cfg);
 	state_path(&cfg, &dir, "run");
 	if (mkdir_p(dir.buf, 0755) < 0) {
 		log_error("cannot create %s", dir.buf);
@@ -142,6 +176,10 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	api_fd = listen_socket(cfg.listen, &err);
+	/* API workers poll, then accept without blocking (see api_worker);
+	 * accepted connections do not inherit the flag. */
+	if (api_fd >= 0)
+		fcntl(api_fd, F_SETFL, fcntl(api_fd, F_GETFL) | O_NONBLOCK);
 	stream_fd = api_fd < 0 ? -1 : listen_socket(cfg.stream_listen, &err);
 	if (api_fd < 0 || stream_fd < 0) {
 		log_error("%s", err.buf);

@@ -818,11 +818,13 @@ def test_runner_sigterm_hands_the_run_back_at_once():
     for f in glob.glob(os.path.join(ENV["KILN_STATE"], "run", "kiln-runner-*.pid")):
         with open(f) as fh:
             pids.append(int(fh.read().strip()))
-    t0 = time.time()
     try:
         for pid in pids:
             os.kill(pid, signal.SIGTERM)
         eventually(lambda: all(_gone(p) for p in pids), timeout=10, what="the runners to stop")
+        # Handed back as the runner stopped, not left for its lease to run out.
+        rows = sql("SELECT status, lease_expires_at < NOW(3) FROM agent_runs WHERE id = %d" % run["id"])
+        assert rows == [["running", "1"]], rows
     finally:
         stack("start-runner")
     while True:
@@ -830,9 +832,6 @@ def test_runner_sigterm_hands_the_run_back_at_once():
         assert ev is not None and ev["data"]["type"] not in TERMINAL, ev
         if ev["data"]["type"] == "run.accepted":
             break
-    # Handed back at stop, not after the lease ran out.
-    lease = int(os.environ.get("KILN_RUNNER_LEASE_S", "15"))
-    assert time.time() - t0 < max(3, lease - 1), time.time() - t0
     assert ev["data"]["payload"]["resumed"] is True and ev["data"]["payload"]["attempt"] == 2, ev
     assert cancel(token, app["id"], run["id"]).status == 202
     rest = s.read_to_end()
@@ -947,7 +946,9 @@ def test_a_long_run_streams_past_one_fetch_batch():
     assert [e["data"] for e in head[2:]] == evs[:1]
     evs = [e["data"] for e in head[:2]] + evs
     check_gapless(evs)
-    assert len(evs) == 602 and evs[-1]["type"] == "run.completed", (len(evs), evs[-1])
+    # 200 steps of text, tool.started and tool.completed (a text may come in more than one delta)
+    assert len(evs) >= 602 and types(evs).count("tool.completed") == 200, len(evs)
+    assert evs[-1]["type"] == "run.completed", evs[-1]
     assert evs[-1]["payload"]["steps"] == 200 and evs[-1]["payload"]["outcome"] == "max_steps", evs[-1]
     pages, terminal = api_events(token, app["id"], run["id"], limit=1000)
     assert terminal and pages == evs
