@@ -1,10 +1,10 @@
 /*
  * events.h - the typed, gapless event log of a run (agent_run_events).
  *
- * Sequence numbers are assigned under a lock on the run's row
- * (agent_runs.last_event_seq, SELECT ... FOR UPDATE), never by
- * AUTO_INCREMENT, so that events commit in seq order and a reader resuming
- * after N can never skip one that commits later.
+ * Sequence numbers are assigned under a lock on the run's row (SELECT ...
+ * FOR UPDATE on agent_runs) as one more than the run's newest event, never
+ * by AUTO_INCREMENT, so that events commit in seq order and a reader
+ * resuming after N can never skip one that commits later.
  *
  *   event_append_locked  inside the caller's transaction, run row locked here
  *   event_append         its own transaction; optionally only while the

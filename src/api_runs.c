@@ -257,7 +257,8 @@ void h_run_events(struct rctx *c)
 		respond_field_error(c, "limit", "limit must be from 1 to 1000");
 		goto out;
 	}
-	if (db_query(&c->svc->db, &rs, "SELECT status IN ('completed','failed','cancelled'), last_event_seq "
+	if (db_query(&c->svc->db, &rs, "SELECT status IN ('completed','failed','cancelled'), "
+				       "(SELECT COALESCE(MAX(e.seq), 0) FROM agent_run_events e WHERE e.run_id = agent_runs.id) "
 				       "FROM agent_runs WHERE id = ? AND app_id = ? AND org_id = ?",
 		     "iii", c->id[1], c->id[0], c->org_id) < 0) {
 		respond_db_error(c);

@@ -19,19 +19,23 @@ int64_t event_append_locked(struct db *db, int64_t run_id, const char *type,
 	struct db_result r;
 	int64_t seq;
 
-	if (db_query(db, &r, "SELECT last_event_seq FROM agent_runs WHERE id = ? FOR UPDATE",
-		     "i", run_id) < 0)
+	/* The run row's lock orders appenders; the next seq is read under it
+	 * from the events themselves (the primary key makes that one probe),
+	 * so an append is one write, not two. */
+	if (db_query(db, &r, "SELECT id FROM agent_runs WHERE id = ? FOR UPDATE", "i", run_id) < 0)
 		return -1;
 	if (r.nrows != 1) {
 		db_result_free(&r);
 		return -1;
 	}
+	db_result_free(&r);
+	if (db_query(db, &r, "SELECT COALESCE(MAX(seq), 0) FROM agent_run_events WHERE run_id = ?",
+		     "i", run_id) < 0)
+		return -1;
 	seq = db_int(&r, 0, 0) + 1;
 	db_result_free(&r);
 	if (db_exec(db, "INSERT INTO agent_run_events (run_id, seq, type, payload) VALUES (?, ?, ?, ?)",
 		    "iiss", run_id, seq, type, payload_text(payload)) < 0)
-		return -1;
-	if (db_exec(db, "UPDATE agent_runs SET last_event_seq = ? WHERE id = ?", "ii", seq, run_id) < 0)
 		return -1;
 	return seq;
 }

@@ -37,7 +37,6 @@ struct channel {
 	struct frame *frames;  /* frames[i].seq == i + 1 */
 	size_t n, alloc;
 	int64_t terminal_seq;  /* 0 until the terminal event is loaded */
-	int64_t known_seq;     /* agent_runs.last_event_seq as last seen */
 	int failed;            /* poller could not load it; streams end */
 	pthread_cond_t cond;
 	struct channel *next;
@@ -225,8 +224,8 @@ static void *poller_main(void *arg)
 		for (i = 0; i < nw && connected; i += 256) {
 			size_t n = nw - i < 256 ? nw - i : 256;
 
-			if (db_query_ids(&db, &r, "SELECT id, last_event_seq FROM agent_runs WHERE id IN (%s)",
-					 ids + i, n) < 0) {
+			if (db_query_ids(&db, &r, "SELECT run_id, MAX(seq) FROM agent_run_events "
+						 "WHERE run_id IN (%s) GROUP BY run_id", ids + i, n) < 0) {
 				log_warn("stream poll failed: %s", db.errmsg);
 				break;
 			}
@@ -476,8 +475,24 @@ static void *stream_thread(void *arg)
 		pthread_mutex_lock(&hub.mu);
 		self->in_accept = 0;
 		if (rc < 0) {
-			if (worker_stop || errno != EINTR)
+			if (worker_stop)
 				break;
+			if (rc != -EINTR) {
+				/* Out of fds or memory is passing (streams end): say
+				 * so, at most once a second, and keep accepting; an
+				 * acceptor that quit would leave new streams waiting
+				 * in the backlog with nobody to take them. */
+				static int64_t last_warn;
+				int64_t now = mono_ms();
+
+				if (now - last_warn > 1000) {
+					log_warn("stream accept failed: %s", strerror(-rc));
+					last_warn = now;
+				}
+				pthread_mutex_unlock(&hub.mu);
+				sleep_ms(100);
+				pthread_mutex_lock(&hub.mu);
+			}
 			continue;
 		}
 		hub.idle--;

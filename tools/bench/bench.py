@@ -128,10 +128,10 @@ class Stack:
             time.sleep(0.2)
 
     def run_rows(self, run_ids):
-        """id -> (status, last_event_seq, event count, max seq, created ms, started ms, finished ms)."""
+        """id -> (status, event count, max seq, created ms, started ms, finished ms)."""
         ids = ",".join(str(i) for i in run_ids)
         rows = self.sql(
-            "SELECT r.id, r.status, r.last_event_seq, COUNT(e.seq), COALESCE(MAX(e.seq), 0), "
+            "SELECT r.id, r.status, COALESCE(MAX(e.seq), 0), COUNT(e.seq), COALESCE(MAX(e.seq), 0), "
             "UNIX_TIMESTAMP(r.created_at) * 1000, UNIX_TIMESTAMP(r.started_at) * 1000, "
             "UNIX_TIMESTAMP(r.finished_at) * 1000 FROM agent_runs r "
             "LEFT JOIN agent_run_events e ON e.run_id = r.id WHERE r.id IN (%s) GROUP BY r.id" % ids)
@@ -210,7 +210,7 @@ def check_streams(stk, summary):
     for r in summary["runs"]:
         db = runs[r["run_id"]]
         if not (db["last"] == db["count"] == db["max"]):
-            problems.append("run %d: last_event_seq %d, %d rows, max seq %d" %
+            problems.append("run %d: newest seq %d, %d rows, max seq %d" %
                             (r["run_id"], db["last"], db["count"], db["max"]))
         if not (r["min_events"] == r["max_events"] == r["min_last"] == r["max_last"] == db["last"]):
             problems.append("run %d: streams got %d..%d events (last id %d..%d), database has %d" %
@@ -991,19 +991,17 @@ def _render_dbcost(a, db):
         db["events"], ", ".join("%s %d" % kv for kv in sorted(db["event_types"].items())), db["messages"]))
     a("")
     sh = db["shapes"]
-    ev = sh.get("INSERT agent_run_events", 0) + sh.get("UPDATE agent_runs SET last_event_seq...", 0)
+    ev = sh.get("INSERT agent_run_events", 0)
     if db["writes"] > 100:
         a("The target (at most 100) is missed by %d. Where the writes go: the event log takes %d" % (db["writes"] - 100, ev))
-        a("(each append is an INSERT plus the UPDATE of the run's last_event_seq that orders it),")
+        a("(one INSERT per append),")
         a("the conversation %d (one INSERT per message), the usage counters %d (one UPDATE per" % (
             sh.get("INSERT agent_messages", 0), sh.get("UPDATE agent_runs SET prompt_tokens...", 0)))
         a("model step), and the rest is the run's lifecycle and its checkpoints. Writing a step's")
         a("messages in one multi-row INSERT, and its usage with the step's last event append,")
-        a("would bring this run to %d; appending events in batches (one last_event_seq UPDATE" % (
+        a("would bring this run to %d." % (
             db["writes"] - (sh.get("INSERT agent_messages", 0) - db["steps"] - 1)
             - sh.get("UPDATE agent_runs SET prompt_tokens...", 0)))
-        a("per batch: a tool call's tool.completed with the next tool.started, a step's last")
-        a("delta with its tool.started events) saves one UPDATE per event so batched.")
         a("")
 
 
