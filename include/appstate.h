@@ -10,6 +10,8 @@
  *                              at a time (runner, restore, upload, revert)
  *   app_workspace_open         the workspace with the configured limits
  *   app_snapshot               workspace -> archive -> revision + checkpoint
+ *   app_workspace_restore      the workspace becomes a checkpoint's files,
+ *                              atomically (extract beside it, then swap)
  *   ckpt_row_load / ckpt_row_json
  *   revision_manifest          a revision's manifest (from its row)
  */
@@ -59,6 +61,14 @@ int app_snapshot(struct db *db, struct ckpt_store *st, const struct config *cfg,
 		 const struct snapshot_req *req, struct snapshot_result *out,
 		 struct strbuf *err);
 void snapshot_result_release(struct snapshot_result *r);
+
+struct ckpt_row;
+/* Caller holds the app lock. Removes staging folders that interrupted
+ * restores left, extracts ck beside the workspace and swaps it in: a crash
+ * leaves the old or the new tree, never a mix. Open struct workspace
+ * handles of the app point at the old tree afterwards: reopen them. */
+int app_workspace_restore(const struct config *cfg, struct ckpt_store *st, int64_t app_id,
+			  const struct ckpt_row *ck, struct strbuf *err);
 
 struct ckpt_row {
 	int64_t id, app_id, run_id, revision_id;

@@ -478,34 +478,20 @@ static json_object *changed_files(struct run_ctx *rc)
 /* Puts the workspace back to the checkpoint taken before the run. */
 static int rollback_workspace(struct run_ctx *rc, struct strbuf *err)
 {
-	struct strbuf staging = STRBUF_INIT;
+	struct strbuf e2 = STRBUF_INIT;
 	struct ckpt_row ck;
-	unsigned char rnd[6];
-	char hex[13];
-	int ret = -1;
+	int ret;
 
 	if (rc->base_checkpoint_id <= 0 || ckpt_row_load(&rc->db, rc->app_id, rc->base_checkpoint_id, &ck) != 1) {
 		strbuf_addstr(err, "no checkpoint from before the run");
-		goto out;
+		return -1;
 	}
-	random_bytes(rnd, sizeof(rnd));
-	hex_encode(rnd, sizeof(rnd), hex);
-	state_path(rc->cfg, &staging, "workspaces/.rollback-%lld-%s", (long long)rc->app_id, hex);
-	if (ckpt_extract(&rc->ckpts, ck.archive, ck.sha256, staging.buf, err) < 0 ||
-	    ckpt_swap_into(rc->ws.root, staging.buf, err) < 0) {
-		rm_rf(staging.buf);
-		goto out;
-	}
+	if (app_workspace_restore(rc->cfg, &rc->ckpts, rc->app_id, &ck, err) < 0)
+		return -1;
 	/* the swap replaced the folder our dirfd points into */
-	{
-		struct strbuf e2 = STRBUF_INIT;
-
-		workspace_close(&rc->ws);
-		ret = app_workspace_open(rc->cfg, rc->app_id, &rc->ws, &e2);
-		strbuf_release(&e2);
-	}
-out:
-	strbuf_release(&staging);
+	workspace_close(&rc->ws);
+	ret = app_workspace_open(rc->cfg, rc->app_id, &rc->ws, &e2);
+	strbuf_release(&e2);
 	return ret;
 }
 

@@ -218,42 +218,14 @@ out:
 	strbuf_release(&err);
 }
 
-/* A restore killed before its swap finished leaves its staging folder
- * behind. The caller holds the app lock, so no other restore of this app is
- * running and every ".restore-<app>-*" folder is such a leftover. */
-static void remove_stale_staging(const struct config *cfg, int64_t app_id)
-{
-	struct strbuf dir = STRBUF_INIT, prefix = STRBUF_INIT, path = STRBUF_INIT;
-	struct dirent *de;
-	DIR *d;
-
-	state_path(cfg, &dir, "workspaces");
-	strbuf_addf(&prefix, ".restore-%lld-", (long long)app_id);
-	d = opendir(dir.buf);
-	while (d && (de = readdir(d))) {
-		if (strncmp(de->d_name, prefix.buf, prefix.len))
-			continue;
-		strbuf_reset(&path);
-		strbuf_addf(&path, "%s/%s", dir.buf, de->d_name);
-		log_warn("removing %s, left by an interrupted restore", path.buf);
-		rm_rf(path.buf);
-	}
-	if (d)
-		closedir(d);
-	strbuf_release(&dir);
-	strbuf_release(&prefix);
-	strbuf_release(&path);
-}
 
 void h_checkpoint_restore(struct rctx *c)
 {
-	struct strbuf staging = STRBUF_INIT, wsdir = STRBUF_INIT, err = STRBUF_INIT, label = STRBUF_INIT;
+	struct strbuf err = STRBUF_INIT, label = STRBUF_INIT;
 	struct manifest target, current;
 	struct app_row app;
 	struct ckpt_row ck;
 	json_object *body = NULL, *o;
-	unsigned char rnd[6];
-	char hex[13];
 	int dry_run = 0, lock = -1;
 
 	manifest_init(&target);
@@ -274,20 +246,11 @@ void h_checkpoint_restore(struct rctx *c)
 		goto out;
 	}
 	o = delta_json(&current, &target);
-	remove_stale_staging(c->svc->cfg, app.id);
-	/* Extract beside the workspace, then swap: a crash leaves the old or
-	 * the new tree, never a mix. */
-	app_workspace_path(c->svc->cfg, app.id, &wsdir);
-	random_bytes(rnd, sizeof(rnd));
-	hex_encode(rnd, sizeof(rnd), hex);
-	state_path(c->svc->cfg, &staging, "workspaces/.restore-%lld-%s", (long long)app.id, hex);
-	if (ckpt_extract(&c->svc->ckpts, ck.archive, ck.sha256, staging.buf, &err) < 0 ||
-	    ckpt_swap_into(wsdir.buf, staging.buf, &err) < 0) {
+	if (app_workspace_restore(c->svc->cfg, &c->svc->ckpts, app.id, &ck, &err) < 0) {
 		log_error("restore of checkpoint %lld refused: %s", (long long)ck.id, err.buf);
 		json_object_put(o);
 		respond_error(c, 422, "restore_refused", "checkpoint %lld cannot be restored: %s",
 			      (long long)ck.id, err.buf);
-		rm_rf(staging.buf);
 		goto out;
 	}
 	strbuf_addf(&label, "Restored checkpoint %lld", (long long)ck.id);
@@ -297,8 +260,6 @@ out:
 	manifest_release(&target);
 	manifest_release(&current);
 	json_object_put(body);
-	strbuf_release(&staging);
-	strbuf_release(&wsdir);
 	strbuf_release(&err);
 	strbuf_release(&label);
 }

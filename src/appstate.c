@@ -2,12 +2,14 @@
  * (see appstate.h). */
 #include "appstate.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/file.h>
 #include <unistd.h>
 
+#include "ckpt_restore.h"
 #include "ckpt_store.h"
 #include "config.h"
 #include "db.h"
@@ -326,5 +328,60 @@ out:
 	manifest_release(&parent);
 	if (ws_open_ok)
 		workspace_close(&ws);
+	return ret;
+}
+
+/* A restore killed before its swap finished leaves its staging folder
+ * behind. The caller holds the app lock, so no other restore of this app is
+ * running and every ".restore-<app>-*" folder is such a leftover. */
+static void remove_stale_staging(const struct config *cfg, int64_t app_id)
+{
+	struct strbuf dir = STRBUF_INIT, prefix = STRBUF_INIT, path = STRBUF_INIT;
+	struct dirent *de;
+	DIR *d;
+
+	state_path(cfg, &dir, "workspaces");
+	strbuf_addf(&prefix, ".restore-%lld-", (long long)app_id);
+	d = opendir(dir.buf);
+	while (d && (de = readdir(d))) {
+		if (strncmp(de->d_name, prefix.buf, prefix.len))
+			continue;
+		strbuf_reset(&path);
+		strbuf_addf(&path, "%s/%s", dir.buf, de->d_name);
+		log_warn("removing %s, left by an interrupted restore", path.buf);
+		rm_rf(path.buf);
+	}
+	if (d)
+		closedir(d);
+	strbuf_release(&dir);
+	strbuf_release(&prefix);
+	strbuf_release(&path);
+}
+
+int app_workspace_restore(const struct config *cfg, struct ckpt_store *st, int64_t app_id,
+			  const struct ckpt_row *ck, struct strbuf *err)
+{
+	struct strbuf staging = STRBUF_INIT, wsdir = STRBUF_INIT;
+	unsigned char rnd[6];
+	char hex[13];
+	int ret = -1;
+
+	remove_stale_staging(cfg, app_id);
+	app_workspace_path(cfg, app_id, &wsdir);
+	if (random_bytes(rnd, sizeof(rnd)) < 0) {
+		strbuf_addstr(err, "getrandom failed");
+		goto out;
+	}
+	hex_encode(rnd, sizeof(rnd), hex);
+	state_path(cfg, &staging, "workspaces/.restore-%lld-%s", (long long)app_id, hex);
+	if (ckpt_extract(st, ck->archive, ck->sha256, staging.buf, err) < 0 ||
+	    ckpt_swap_into(wsdir.buf, staging.buf, err) < 0) {
+		rm_rf(staging.buf);
+		goto out;
+	}
+	ret = 0;
+out:
+	strbuf_release(&staging);
+	strbuf_release(&wsdir);
 	return ret;
 }
