@@ -1,6 +1,7 @@
 /* log.c - single-line log records on stderr (see log.h). */
 #include "log.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <time.h>
@@ -9,10 +10,23 @@
 #include "strbuf.h"
 
 static const char *log_prog = "kiln";
+static pid_t log_pid; /* getpid() of the process that last set its name */
+
+static void log_forget_pid(void)
+{
+	log_pid = 0; /* a forked child is another process: ask again */
+}
 
 void log_set_prog(const char *prog)
 {
+	static int registered;
+
+	if (!registered) {
+		pthread_atfork(NULL, NULL, log_forget_pid);
+		registered = 1;
+	}
 	log_prog = prog;
+	log_pid = getpid();
 }
 
 static __attribute__((format(printf, 2, 0))) void log_emit(const char *level, const char *fmt,
@@ -27,7 +41,7 @@ static __attribute__((format(printf, 2, 0))) void log_emit(const char *level, co
 	gmtime_r(&now.tv_sec, &tm);
 	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
 	strbuf_addf(&sb, "%s.%03ldZ %s[%d] %s: ", ts, now.tv_nsec / 1000000,
-		    log_prog, (int)getpid(), level);
+		    log_prog, (int)(log_pid ? log_pid : getpid()), level);
 	strbuf_vaddf(&sb, fmt, ap);
 	strbuf_addch(&sb, '\n');
 	/* one write(2) per record so lines from many processes do not interleave */

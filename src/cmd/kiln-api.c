@@ -67,7 +67,7 @@ static void api_worker(void *arg, int listen_fd, struct worker_slot *slot)
 	struct services svc;
 	struct strbuf err = STRBUF_INIT;
 	FCGX_Request fr;
-	sigset_t stopsigs;
+	sigset_t stopsigs, waitmask;
 	int64_t served = 0;
 
 	log_set_prog("kiln-api");
@@ -77,31 +77,32 @@ static void api_worker(void *arg, int listen_fd, struct worker_slot *slot)
 		_exit(1);
 	}
 	svc.slot = slot;
+	/* SIGTERM and SIGINT stay blocked except inside ppoll(): from accept
+	 * to the last byte of an answer no signal cuts MariaDB's or libfcgi's
+	 * I/O short, and a stop request waits, pending, until the request is
+	 * served. The listening socket is non-blocking: accept first, wait
+	 * only when there is nothing to take. */
 	sigemptyset(&stopsigs);
 	sigaddset(&stopsigs, SIGTERM);
 	sigaddset(&stopsigs, SIGINT);
+	sigprocmask(SIG_BLOCK, &stopsigs, &waitmask);
+	sigdelset(&waitmask, SIGTERM);
+	sigdelset(&waitmask, SIGINT);
 	FCGX_Init();
 	FCGX_InitRequest(&fr, listen_fd, 0);
 	while (!worker_stop && served < cfg->max_requests_per_worker) {
-		struct pollfd pfd = { .fd = listen_fd, .events = POLLIN };
-		int rc;
+		int rc = FCGX_Accept_r(&fr);
 
-		/* Wait here, where a stop signal wakes us. The listening socket
-		 * is non-blocking, so a worker that loses the race for a
-		 * connection comes back here instead of sleeping in accept(). */
-		if (poll(&pfd, 1, 1000) <= 0 || worker_stop)
-			continue;
-		/* From accept to the last byte of the answer no signal is
-		 * delivered: it would cut MariaDB's or libfcgi's I/O short. A
-		 * stop request waits, pending, until the request is served. */
-		sigprocmask(SIG_BLOCK, &stopsigs, NULL);
-		rc = FCGX_Accept_r(&fr);
 		if (rc < 0) {
-			sigprocmask(SIG_UNBLOCK, &stopsigs, NULL);
-			if (rc == -EAGAIN || rc == -EWOULDBLOCK || rc == -EINTR)
-				continue;
-			log_error("accept failed: %s", strerror(-rc));
-			break;
+			struct pollfd pfd = { .fd = listen_fd, .events = POLLIN };
+			struct timespec second = { 1, 0 };
+
+			if (rc != -EAGAIN && rc != -EWOULDBLOCK && rc != -EINTR) {
+				log_error("accept failed: %s", strerror(-rc));
+				break;
+			}
+			ppoll(&pfd, 1, &second, &waitmask);
+			continue;
 		}
 		slot->extra_ms = 0;
 		slot->busy_since_ms = mono_ms();
@@ -110,7 +111,6 @@ static void api_worker(void *arg, int listen_fd, struct worker_slot *slot)
 		slot->busy_since_ms = 0;
 		slot->requests++;
 		served++;
-		sigprocmask(SIG_UNBLOCK, &stopsigs, NULL);
 	}
 	FCGX_Free(&fr, 0);
 	services_release(&svc);
