@@ -1,12 +1,14 @@
 /* api_publish.c - publish a revision (deterministic build from its
  * checkpoint, never from the live workspace), list publishes, and the
  * signed draft-preview URLs that nginx checks through auth_request. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "api.h"
@@ -183,6 +185,69 @@ out:
 	return ret;
 }
 
+#define PUBLISHED_KEEP 3          /* published trees kept per app, current included */
+#define STALE_BUILD_SECONDS 3600  /* a build folder this old was left by a crash */
+
+struct aged_entry {
+	char name[256];
+	time_t mtime;
+};
+
+static int newest_first(const void *a, const void *b)
+{
+	const struct aged_entry *x = a, *y = b;
+
+	return x->mtime < y->mtime ? 1 : x->mtime > y->mtime ? -1 : strcmp(x->name, y->name);
+}
+
+/*
+ * Removes entries of dir: with prefix, those older than max_age seconds
+ * (max_age >= 0); else all but the keep newest, never `spare`. Rollback to
+ * an older revision rebuilds it from its checkpoint, so old trees are only
+ * a cache.
+ */
+static void prune_dir(const char *dir, const char *prefix, time_t max_age, size_t keep,
+		      const char *spare)
+{
+	struct strbuf path = STRBUF_INIT;
+	struct aged_entry *v = NULL;
+	size_t n = 0, i;
+	struct dirent *de;
+	struct stat st;
+	time_t now = time(NULL);
+	DIR *d = opendir(dir);
+
+	while (d && (de = readdir(d))) {
+		if (de->d_name[0] == '.' || !strcmp(de->d_name, "current") ||
+		    (prefix && strncmp(de->d_name, prefix, strlen(prefix))) ||
+		    (spare && !strcmp(de->d_name, spare)) || strlen(de->d_name) >= sizeof(v->name))
+			continue;
+		strbuf_reset(&path);
+		strbuf_addf(&path, "%s/%s", dir, de->d_name);
+		if (lstat(path.buf, &st) < 0 || !S_ISDIR(st.st_mode))
+			continue;
+		v = xrealloc(v, n + 1, sizeof(*v));
+		memcpy(v[n].name, de->d_name, strlen(de->d_name) + 1);
+		v[n].mtime = st.st_mtime;
+		n++;
+	}
+	if (d)
+		closedir(d);
+	if (n)
+		qsort(v, n, sizeof(*v), newest_first);
+	for (i = 0; i < n; i++) {
+		/* young trees may belong to a publish still under way */
+		if (max_age >= 0 ? now - v[i].mtime <= max_age
+				 : i + (spare ? 1 : 0) < keep || now - v[i].mtime < 300)
+			continue;
+		strbuf_reset(&path);
+		strbuf_addf(&path, "%s/%s", dir, v[i].name);
+		rm_rf(path.buf);
+	}
+	free(v);
+	strbuf_release(&path);
+}
+
 /* Points <site>/current at target atomically (symlink + rename). */
 static int swap_current(const char *site, const char *target)
 {
@@ -255,6 +320,13 @@ void h_publish(struct rctx *c)
 	state_path(c->svc->cfg, &build, "builds/%lld-%s", (long long)app.id, hex);
 	state_path(c->svc->cfg, &site, "builds");
 	mkdir_p(site.buf, 0755);
+	{
+		struct strbuf prefix = STRBUF_INIT;
+
+		strbuf_addf(&prefix, "%lld-", (long long)app.id);
+		prune_dir(site.buf, prefix.buf, STALE_BUILD_SECONDS, 0, NULL);
+		strbuf_release(&prefix);
+	}
 	if (ckpt_extract(&c->svc->ckpts, ck.archive, ck.sha256, build.buf, &err) < 0) {
 		log_error("publish: checkpoint %lld: %s", (long long)ck.id, err.buf);
 		respond_error(c, 500, "checkpoint_unreadable", "the revision's checkpoint cannot be read");
@@ -317,6 +389,7 @@ void h_publish(struct rctx *c)
 		respond_error(c, 500, "publish_failed", "the site could not be switched to the new version");
 		goto out;
 	}
+	prune_dir(site.buf, NULL, -1, PUBLISHED_KEEP, rel.buf);
 	if (db_exec(&c->svc->db, "INSERT INTO publishes (app_id, revision_id, artifact_sha256, built, token_id) "
 				 "VALUES (?, ?, ?, ?, ?)", "iisii", app.id, rev_id, hash, (int64_t)built,
 		    c->token_id) < 0 ||

@@ -159,14 +159,60 @@ void h_run_get(struct rctx *c)
 	db_result_free(&r);
 }
 
+/* Ends a cancelled run that no runner holds, here and now: a queued run,
+ * or a running one whose runner is gone (lapsed lease) when nothing needs
+ * undoing (a rollback is left to the runner that resumes it). 0 also when
+ * a runner holds it (it ends the run itself), -1 on a database error. */
+static int end_unheld_run(struct rctx *c, int64_t run_id, const char *mode)
+{
+	struct db *db = &c->svc->db;
+	struct db_result r;
+	json_object *payload = NULL, *err;
+	const char *why;
+	int rc = -1, queued, orphaned;
+
+	if (db_begin(db) < 0)
+		return -1;
+	if (db_query(db, &r, "SELECT status = 'queued', status = 'running' AND lease_expires_at < NOW(3) "
+			     "FROM agent_runs WHERE id = ? FOR UPDATE", "i", run_id) < 0)
+		goto out;
+	queued = r.nrows == 1 && db_int(&r, 0, 0) == 1;
+	orphaned = r.nrows == 1 && db_int(&r, 0, 1) == 1 && !strcmp(mode, "keep");
+	db_result_free(&r);
+	if (!queued && !orphaned) {
+		rc = 0;
+		goto out;
+	}
+	why = queued ? "cancelled before it started" : "cancelled while no runner held it";
+	payload = json_object_new_object();
+	err = json_object_new_object();
+	json_object_object_add(err, "code", json_object_new_string("cancelled"));
+	json_object_object_add(err, "message", json_object_new_string(why));
+	json_object_object_add(payload, "status", json_object_new_string("cancelled"));
+	json_object_object_add(payload, "error", err);
+	json_object_object_add(payload, "changed_files", json_object_new_array());
+	if (db_exec(db, "UPDATE agent_runs SET status = 'cancelled', error_code = 'cancelled', "
+			"error_message = ?, finished_at = NOW(3), lease_owner = NULL, "
+			"lease_expires_at = NULL WHERE id = ?", "si", why, run_id) < 0 ||
+	    event_append_locked(db, run_id, "run.failed", payload) < 0)
+		goto out;
+	rc = 0;
+out:
+	json_object_put(payload);
+	if (rc < 0 || db_commit(db) < 0) {
+		db_rollback(db);
+		rc = -1;
+	}
+	return rc;
+}
+
 void h_run_cancel(struct rctx *c)
 {
-	json_object *body = NULL, *payload, *err;
+	json_object *body = NULL;
 	struct app_row app;
 	struct db_result r;
 	const char *mode = NULL;
-	int64_t rc;
-	int found;
+	int found, rc;
 
 	if (app_load(c, c->id[0], &app) < 0 || request_json_body(c, 1, &body) < 0)
 		return;
@@ -200,37 +246,7 @@ void h_run_cancel(struct rctx *c)
 		respond_db_error(c);
 		goto out;
 	}
-	payload = json_object_new_object();
-	err = json_object_new_object();
-	json_object_object_add(err, "code", json_object_new_string("cancelled"));
-	json_object_object_add(err, "message", json_object_new_string("cancelled before it started"));
-	json_object_object_add(payload, "status", json_object_new_string("cancelled"));
-	json_object_object_add(payload, "error", err);
-	json_object_object_add(payload, "changed_files", json_object_new_array());
-	rc = 0;
-	if (db_begin(&c->svc->db) == 0) {
-		if (db_query(&c->svc->db, &r, "SELECT status = 'queued' FROM agent_runs WHERE id = ? FOR UPDATE",
-			     "i", c->id[1]) == 0) {
-			int queued = r.nrows == 1 && db_int(&r, 0, 0) == 1;
-
-			db_result_free(&r);
-			if (queued &&
-			    (db_exec(&c->svc->db, "UPDATE agent_runs SET status = 'cancelled', error_code = 'cancelled', "
-						  "error_message = 'cancelled before it started', finished_at = NOW(3) "
-						  "WHERE id = ?", "i", c->id[1]) < 0 ||
-			     event_append_locked(&c->svc->db, c->id[1], "run.failed", payload) < 0))
-				rc = -1;
-		} else {
-			rc = -1;
-		}
-		if (rc < 0 || db_commit(&c->svc->db) < 0) {
-			db_rollback(&c->svc->db);
-			rc = -1;
-		}
-	} else {
-		rc = -1;
-	}
-	json_object_put(payload);
+	rc = end_unheld_run(c, c->id[1], mode ? mode : "keep");
 	if (rc < 0) {
 		respond_db_error(c);
 		goto out;

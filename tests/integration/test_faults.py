@@ -135,3 +135,23 @@ def test_stream_process_killed_mid_stream_client_sees_end_then_resumes():
     assert rest and rest[0] == seen[-1] + 1 and rest == list(range(rest[0], rest[0] + len(rest))), rest
     wait_terminal(token, app["id"], run_id)
     assert_run_log_sound(token, app["id"], run_id)
+
+
+def test_cancel_of_a_run_whose_runner_is_gone_ends_it_at_once():
+    _, token = new_org()
+    app = new_app(token, {"index.html": "<h1>c</h1>"})
+    run_id = start_run(token, app["id"], "[script:slow-tools] keep going")
+    eventually(lambda: len(events(token, app["id"], run_id)) > 2, what="the run to start")
+    stack("kill-runner")
+    try:
+        lease = float(os.environ.get("KILN_RUNNER_LEASE_S", "4"))
+        time.sleep(lease + 0.5)  # the lease lapses: no runner holds the run
+        r = request("POST", "/admin/apps/%d/coding-agent/runs/%d/cancel" % (app["id"], run_id),
+                    {"mode": "keep"}, token=token)
+        assert r.status == 202, r
+        assert r.json()["status"] == "cancelled", r.json()
+    finally:
+        stack("start-runner")
+    time.sleep(1.0)  # a runner back on duty must not pick it up again
+    run = assert_run_log_sound(token, app["id"], run_id)
+    assert run["status"] == "cancelled" and run["error"]["code"] == "cancelled", run
