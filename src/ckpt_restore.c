@@ -102,6 +102,11 @@ static int create_file(struct extract *x, const char *path, struct strbuf *err)
 
 	if (pfd < 0)
 		return pfd;
+	if (!base) { /* open_parent always names it; never create "" */
+		if (pfd != x->dfd)
+			close(pfd);
+		return entry_error(err, path, "cannot create", EINVAL);
+	}
 	fd = openat(pfd, base, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	e = errno;
 	if (pfd != x->dfd)

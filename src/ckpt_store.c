@@ -805,7 +805,7 @@ int ckpt_gc(struct ckpt_store *st, const char *const *live_names, size_t nlive,
 	marked = xcalloc(all.n + 1, 1);
 	for (size_t i = 0; i < nlive; i++)
 		if ((i == 0 || strcmp(live[i - 1], live[i])) &&
-		    !bsearch(live[i], all.v, all.n, sizeof(*all.v), cmp_listed_name))
+		    (all.n == 0 || !bsearch(live[i], all.v, all.n, sizeof(*all.v), cmp_listed_name)))
 			stats->live_missing++;
 	/* roots: live or young; each root keeps what it needs */
 	for (size_t i = 0; !ret && i < all.n; i++) {
