@@ -141,6 +141,14 @@ def test_error_matrix():
     expect_error(request("GET", "/admin/apps?limit=0", token=token), 422)
     expect_error(request("GET", "/admin/apps?cursor=zz", token=token), 422)
     expect_error(request("GET", "/admin/apps/%00", token=token), 400)
+    # over-long request lines and headers: refused by nginx, still in Kiln's JSON shape
+    r = request("GET", "/admin/apps/" + "a" * 20000, token=token)
+    assert 400 <= r.status < 500 and "error" in r.json(), r
+    r = request("GET", "/admin/apps", token=token, headers={"X-Big": "b" * 20000})
+    assert 400 <= r.status < 500 and "error" in r.json(), r
+    # odd methods
+    for method in ("TRACE", "OPTIONS", "PROPFIND"):
+        expect_error(request(method, "/admin/apps", token=token), 405, "method_not_allowed")
 
 
 def test_tenancy_every_route_is_404_for_another_org():
