@@ -4,7 +4,7 @@
  *   file_write_atomic(at)   temp file beside the target, write, fsync, rename,
  *                           fsync the directory (git's lockfile discipline)
  *   file_read_capped        read a whole file into a strbuf, refusing files
- *                           larger than a cap
+ *                           larger than a cap (fd_read_capped: from an fd)
  *   mkdir_p / rm_rf         create a path's folders / remove a tree
  *                           (never follows symlinks)
  *   fd_write_all       write(2) until done, through EINTR and short writes
@@ -24,7 +24,10 @@ int file_write_atomic_at(int dirfd, const char *name, const void *data,
 			 size_t len, mode_t mode);
 int file_write_atomic(const char *path, const void *data, size_t len,
 		      mode_t mode);
-/* Returns 0, -EFBIG past the cap, or -errno. */
+/* Appends what fd has left to read, at most cap bytes: 0, -EFBIG past the
+ * cap, or -errno; out is unchanged on failure. */
+int fd_read_capped(int fd, size_t cap, struct strbuf *out);
+/* The same for a file by name. */
 int file_read_capped(const char *path, size_t cap, struct strbuf *out);
 int file_read_capped_at(int dirfd, const char *name, size_t cap,
 			struct strbuf *out);

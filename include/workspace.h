@@ -13,7 +13,7 @@
  *   workspace_open / _close       the root fd, limits and ignored folders
  *   ws_path_check                 syntactic check of a relative path
  *   ws_open / ws_stat             confined open / lstat
- *   ws_read_file / ws_read_fd     whole file into a strbuf, capped
+ *   ws_read_file                  whole file into a strbuf, capped
  *   ws_write_file(_ex)            atomic confined write with limits
  *   ws_delete_file / ws_rename_file
  *   ws_is_ignored / ws_path_is_ignored
@@ -93,10 +93,6 @@ int ws_stat(const struct workspace *ws, const char *rel, struct stat *st,
 /* Appends the whole regular file to out; "too_large" past cap bytes. */
 int ws_read_file(const struct workspace *ws, const char *rel, size_t cap,
 		 struct strbuf *out, struct tool_error *err);
-
-/* Appends what remains of fd to out: 0, -EFBIG past cap bytes, or -errno
- * (out unchanged on failure). */
-int ws_read_fd(int fd, size_t cap, struct strbuf *out);
 
 /* Writes data to rel atomically (temp file in the same folder, fsync,
  * rename), creating missing parent folders. Enforces max_file_size,

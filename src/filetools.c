@@ -1,5 +1,6 @@
 /* filetools.c - the model's file tools (see filetools.h). */
 #include "filetools.h"
+#include "fileutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -471,7 +472,7 @@ static int tool_read_file(const struct workspace *ws, json_object *args,
 				     (unsigned long long)st.st_size, limit);
 		goto out;
 	}
-	r = ws_read_fd(fd, limit, &buf);
+	r = fd_read_capped(fd, limit, &buf);
 	if (r < 0) {
 		ws_set_error(err, r == -EFBIG ? "too_large" : "io_error", path,
 			     "%s", r == -EFBIG ? "grew past the read limit while being read"
@@ -590,7 +591,7 @@ static int search_file(struct search_ctx *c, const char *rel, int strict,
 	if (fd < 0)
 		return strict ? -1 : 0;
 	strbuf_reset(&c->buf);
-	r = ws_read_fd(fd, c->ws->lim.max_file_size, &c->buf);
+	r = fd_read_capped(fd, c->ws->lim.max_file_size, &c->buf);
 	close(fd);
 	if (r < 0) {
 		ws_set_error(e, r == -EFBIG ? "too_large" : "io_error", rel, "%s",

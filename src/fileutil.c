@@ -100,14 +100,12 @@ int file_write_atomic(const char *path, const void *data, size_t len, mode_t mod
 	return file_write_atomic_at(AT_FDCWD, path, data, len, mode);
 }
 
-int file_read_capped_at(int dir_fd, const char *name, size_t cap, struct strbuf *out)
+int fd_read_capped(int fd, size_t cap, struct strbuf *out)
 {
-	char buf[65536];
-	int fd, ret = 0;
+	char buf[16384];
+	size_t before = out->len, got = 0;
+	int ret;
 
-	fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
 	for (;;) {
 		ssize_t n = read(fd, buf, sizeof(buf));
 
@@ -118,12 +116,25 @@ int file_read_capped_at(int dir_fd, const char *name, size_t cap, struct strbuf 
 			break;
 		}
 		if (n == 0)
-			break;
-		if (out->len + (size_t)n > cap || strbuf_add(out, buf, (size_t)n) < 0) {
+			return 0;
+		got += (size_t)n;
+		if (got > cap || strbuf_add(out, buf, (size_t)n) < 0) {
 			ret = -EFBIG;
 			break;
 		}
 	}
+	strbuf_setlen(out, before);
+	return ret;
+}
+
+int file_read_capped_at(int dir_fd, const char *name, size_t cap, struct strbuf *out)
+{
+	int fd, ret;
+
+	fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	ret = fd_read_capped(fd, cap, out);
 	close(fd);
 	return ret;
 }

@@ -621,32 +621,6 @@ static int check_entry(const struct workspace *ws, const char *rel,
 /* ------------------------------------------------------------------ */
 /* Reading and writing                                                 */
 
-int ws_read_fd(int fd, size_t cap, struct strbuf *out)
-{
-	char buf[16384];
-	size_t before = out->len, got = 0;
-	int ret;
-
-	for (;;) {
-		ssize_t n = read(fd, buf, sizeof(buf));
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			ret = -errno;
-			break;
-		}
-		if (n == 0)
-			return 0;
-		got += (size_t)n;
-		if (got > cap || strbuf_add(out, buf, (size_t)n) < 0) {
-			ret = -EFBIG;
-			break;
-		}
-	}
-	strbuf_setlen(out, before);
-	return ret;
-}
 
 int ws_read_file(const struct workspace *ws, const char *rel, size_t cap,
 		 struct strbuf *out, struct tool_error *err)
@@ -670,7 +644,7 @@ int ws_read_file(const struct workspace *ws, const char *rel, size_t cap,
 			     (unsigned long long)st.st_size, cap);
 		return -1;
 	}
-	ret = ws_read_fd(fd, cap, out);
+	ret = fd_read_capped(fd, cap, out);
 	close(fd);
 	if (ret == -EFBIG) {
 		ws_set_error(err, "too_large", rel, "is larger than %zu bytes", cap);
