@@ -12,7 +12,10 @@
  *   body_string / body_int / body_bool   typed fields, 422 naming the field
  *   page_params             limit + cursor of list routes
  *   respond_app_list        a whole paginated list route of one app
+ *   respond_json_start      answer written with a jsonw (hot routes)
+ *   respond_app_list_w      the same list route, rows written with a jsonw
  *   json_time               DATETIME(3) text -> RFC 3339 json string
+ *   jsonw_kv_time / _id     the same two, as a member written with a jsonw
  *   api_dispatch            route one request (router.c)
  */
 #ifndef KILN_API_H
@@ -26,6 +29,7 @@
 #include "config.h"
 #include "db.h"
 #include "http.h"
+#include "jsonw.h"
 
 /* Tokens this process verified recently (auth.c): a hit within
  * auth_cache_ms skips the database, so a revocation or expiry takes effect
@@ -63,6 +67,9 @@ struct rctx {
 #define FIELD_REQUIRED 1
 
 void respond_json(struct rctx *c, int status, json_object *obj /* consumed */);
+/* Sets the status and hands out a writer on the empty body: the caller
+ * writes exactly one JSON value with it. */
+void respond_json_start(struct rctx *c, int status, struct jsonw *w);
 void respond_empty(struct rctx *c, int status);
 void respond_error(struct rctx *c, int status, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
@@ -89,8 +96,12 @@ json_object *page_json(json_object *items, int64_t limit, int64_t last_id);
  * the id first; row_json turns one row into an item. Answers the page. */
 typedef json_object *(*row_json_fn)(const struct db_result *r, size_t i);
 void respond_app_list(struct rctx *c, const char *sql, row_json_fn row_json);
+typedef void (*row_write_fn)(struct jsonw *w, const struct db_result *r, size_t i);
+void respond_app_list_w(struct rctx *c, const char *sql, row_write_fn row_write);
 json_object *json_time(const char *db_datetime);
 json_object *json_id(const char *db_val);
+void jsonw_kv_time(struct jsonw *w, const char *key, const char *db_datetime);
+void jsonw_kv_id(struct jsonw *w, const char *key, const char *db_val);
 const char *json_text(json_object *obj); /* compact serialisation */
 
 void api_dispatch(struct rctx *c);

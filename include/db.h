@@ -35,9 +35,15 @@ struct db {
 	int in_txn;
 };
 
+#include "strbuf.h"
+
+/* Offset of an SQL NULL in db_result.offs. */
+#define DB_NULL_CELL ((size_t)-1)
+
 struct db_result {
 	size_t nrows, ncols;
-	char **cells;           /* nrows * ncols, NULL = SQL NULL */
+	struct strbuf text;     /* every cell's text, each NUL-terminated */
+	size_t *offs;           /* nrows * ncols offsets into text, or DB_NULL_CELL */
 	unsigned long *lens;
 };
 

@@ -1,7 +1,7 @@
 /*
  * runs.h - coding-agent runs as rows (agent_runs) and as the API's JSON.
  *
- *   RUN_COLUMNS / run_json   one run for the API
+ *   RUN_COLUMNS / run_write_json   one run for the API
  *   run_finish               terminal status + terminal event in one
  *                            transaction (used by the API's cancel of a
  *                            queued run and by the runner)
@@ -21,7 +21,9 @@ struct db_result;
 	"finished_at, error_code, error_message, prompt_tokens, completion_tokens, "          \
 	"base_revision_id, revision_id, checkpoint_id, request_sha256, cancel_requested"
 
-json_object *run_json(const struct db_result *r, size_t i);
+struct jsonw;
+/* One row of RUN_COLUMNS as the API's run object. */
+void run_write_json(struct jsonw *w, const struct db_result *r, size_t i);
 
 /* Sets the terminal status (completed/failed/cancelled), error and
  * finished_at, and appends the terminal event with payload, all in one

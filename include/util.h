@@ -2,6 +2,7 @@
  * util.h - small helpers used everywhere.
  *
  *   parse_int64 / parse_uint   strict decimal parsing (replaces atoi)
+ *   fmt_int64 / fmt_uint64     decimal text of an integer, without printf
  *   now_ms / mono_ms           wall-clock and monotonic milliseconds
  *   random_bytes               getrandom(2), never a weaker source
  *   hex_encode                 lower-case hex of a byte string
@@ -19,6 +20,10 @@
 /* Whole string must be a decimal integer within [min,max]; 0 on success. */
 int parse_int64(const char *s, int64_t min, int64_t max, int64_t *out);
 int parse_uint(const char *s, unsigned max, unsigned *out);
+/* Writes the decimal text of v to out (at least 21 bytes), no NUL; returns
+ * its length. */
+size_t fmt_int64(char *out, long long v);
+size_t fmt_uint64(char *out, uint64_t v);
 
 int64_t now_ms(void);
 int64_t mono_ms(void);

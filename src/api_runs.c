@@ -13,6 +13,15 @@
 
 #define MAX_INPUT (100 * 1000)
 
+static void respond_run_row(struct rctx *c, int status, const struct db_result *r)
+{
+	struct jsonw w;
+
+	respond_json_start(c, status, &w);
+	run_write_json(&w, r, 0);
+	strbuf_addch(&c->res->body, '\n');
+}
+
 /* Answers run run_id of app with status; 0 if found. */
 static int respond_run(struct rctx *c, int64_t app_id, int64_t run_id, int status)
 {
@@ -28,7 +37,7 @@ static int respond_run(struct rctx *c, int64_t app_id, int64_t run_id, int statu
 		respond_not_found(c);
 		return -1;
 	}
-	respond_json(c, status, run_json(&r, 0));
+	respond_run_row(c, status, &r);
 	db_result_free(&r);
 	return 0;
 }
@@ -137,8 +146,8 @@ out:
 
 void h_runs_list(struct rctx *c)
 {
-	respond_app_list(c, "SELECT " RUN_COLUMNS " FROM agent_runs WHERE app_id = ? AND id < ? "
-			    "ORDER BY id DESC LIMIT ?", run_json);
+	respond_app_list_w(c, "SELECT " RUN_COLUMNS " FROM agent_runs WHERE app_id = ? AND id < ? "
+			    "ORDER BY id DESC LIMIT ?", run_write_json);
 }
 
 void h_run_get(struct rctx *c)
@@ -155,7 +164,7 @@ void h_run_get(struct rctx *c)
 	if (r.nrows != 1)
 		respond_not_found(c);
 	else
-		respond_json(c, 200, run_json(&r, 0));
+		respond_run_row(c, 200, &r);
 	db_result_free(&r);
 }
 

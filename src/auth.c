@@ -111,7 +111,7 @@ int auth_check(struct rctx *c)
 	if (strlen(tok) != TOKEN_LEN || strncmp(tok, TOKEN_PREFIX, 5) != 0)
 		return unauthorized(c, "malformed token");
 	for (i = 5; i < TOKEN_LEN; i++)
-		if (!strchr("0123456789abcdef", tok[i]))
+		if (!((tok[i] >= '0' && tok[i] <= '9') || (tok[i] >= 'a' && tok[i] <= 'f')))
 			return unauthorized(c, "malformed token");
 	sha256_hex(tok, TOKEN_LEN, hash);
 	hit = cache_find(c->svc, hash);

@@ -19,9 +19,39 @@
 /* A single text cell larger than this is an error, not an allocation. */
 #define DB_MAX_CELL (64u << 20)
 
+/* One prepared statement and the result binding reused by every execution
+ * of it: the column types are read once, when it is prepared, so a hot
+ * query costs no metadata round trip and no per-row allocation. */
+struct db_slot {
+	char *sql;              /* owned copy: callers may pass built SQL */
+	MYSQL_STMT *stmt;
+	size_t ncols;
+	MYSQL_BIND *bind;       /* ncols result bindings */
+	struct db_cell *cells;  /* ncols fetch buffers */
+};
+
+/* How a result column is fetched: integers and times in their native
+ * binary form (formatted here, without printf), the rest as text. */
+enum cell_kind { CELL_TEXT, CELL_INT, CELL_UINT, CELL_DATETIME, CELL_DATE };
+
+/* Fractional digits not fixed by the column (an expression): as many as
+ * the value has, like MariaDB's own text form. */
+#define DB_AUTO_DECIMALS 99u
+
+struct db_cell {
+	enum cell_kind kind;
+	unsigned decimals;      /* DATETIME: digits of fractional seconds */
+	unsigned long len;
+	my_bool is_null, error;
+	union {
+		long long i;
+		MYSQL_TIME t;
+		char text[256];
+	} v;
+};
+
 struct db_stmt_cache {
-	char *sql[DB_CACHE_SLOTS]; /* owned copies: callers may pass built SQL */
-	MYSQL_STMT *stmt[DB_CACHE_SLOTS];
+	struct db_slot slot[DB_CACHE_SLOTS];
 	size_t n;
 };
 
@@ -31,16 +61,23 @@ static void db_set_error(struct db *db, unsigned errnum, const char *msg)
 	snprintf(db->errmsg, sizeof(db->errmsg), "%s", msg);
 }
 
+static void slot_release(struct db_slot *sl)
+{
+	mysql_stmt_close(sl->stmt);
+	free(sl->sql);
+	free(sl->bind);
+	free(sl->cells);
+	memset(sl, 0, sizeof(*sl));
+}
+
 static void cache_clear(struct db *db)
 {
 	size_t i;
 
 	if (!db->cache)
 		return;
-	for (i = 0; i < db->cache->n; i++) {
-		mysql_stmt_close(db->cache->stmt[i]);
-		free(db->cache->sql[i]);
-	}
+	for (i = 0; i < db->cache->n; i++)
+		slot_release(&db->cache->slot[i]);
 	db->cache->n = 0;
 }
 
@@ -129,37 +166,111 @@ int db_ping(struct db *db)
 	return db_reconnect(db);
 }
 
-static MYSQL_STMT *stmt_get(struct db *db, const char *sql)
+static enum cell_kind cell_kind_of(const MYSQL_FIELD *f)
+{
+	switch (f->type) {
+	case MYSQL_TYPE_TINY:
+	case MYSQL_TYPE_SHORT:
+	case MYSQL_TYPE_INT24:
+	case MYSQL_TYPE_LONG:
+	case MYSQL_TYPE_LONGLONG:
+	case MYSQL_TYPE_YEAR:
+		return (f->flags & UNSIGNED_FLAG) ? CELL_UINT : CELL_INT;
+	case MYSQL_TYPE_DATETIME:
+	case MYSQL_TYPE_TIMESTAMP:
+		return CELL_DATETIME;
+	case MYSQL_TYPE_DATE:
+		return CELL_DATE;
+	default:
+		return CELL_TEXT;
+	}
+}
+
+/* Sets up the result binding of a freshly prepared statement. */
+static int slot_bind_setup(struct db *db, struct db_slot *sl)
+{
+	MYSQL_RES *meta;
+	MYSQL_FIELD *fields;
+	size_t c;
+
+	sl->ncols = mysql_stmt_field_count(sl->stmt);
+	if (!sl->ncols)
+		return 0;
+	meta = mysql_stmt_result_metadata(sl->stmt);
+	if (!meta) {
+		db_set_error(db, mysql_stmt_errno(sl->stmt), mysql_stmt_error(sl->stmt));
+		return -1;
+	}
+	fields = mysql_fetch_fields(meta);
+	sl->bind = xcalloc(sl->ncols, sizeof(*sl->bind));
+	sl->cells = xcalloc(sl->ncols, sizeof(*sl->cells));
+	for (c = 0; c < sl->ncols; c++) {
+		struct db_cell *cell = &sl->cells[c];
+		MYSQL_BIND *b = &sl->bind[c];
+
+		cell->kind = cell_kind_of(&fields[c]);
+		cell->decimals = fields[c].decimals > 6 ? DB_AUTO_DECIMALS : fields[c].decimals;
+		switch (cell->kind) {
+		case CELL_INT:
+		case CELL_UINT:
+			b->buffer_type = MYSQL_TYPE_LONGLONG;
+			b->buffer = &cell->v.i;
+			b->is_unsigned = cell->kind == CELL_UINT;
+			break;
+		case CELL_DATETIME:
+		case CELL_DATE:
+			b->buffer_type = cell->kind == CELL_DATE ? MYSQL_TYPE_DATE : MYSQL_TYPE_DATETIME;
+			b->buffer = &cell->v.t;
+			b->buffer_length = sizeof(cell->v.t);
+			break;
+		case CELL_TEXT:
+			b->buffer_type = MYSQL_TYPE_STRING;
+			b->buffer = cell->v.text;
+			b->buffer_length = sizeof(cell->v.text);
+			break;
+		}
+		b->length = &cell->len;
+		b->is_null = &cell->is_null;
+		b->error = &cell->error;
+	}
+	mysql_free_result(meta);
+	return 0;
+}
+
+static struct db_slot *stmt_get(struct db *db, const char *sql)
 {
 	struct db_stmt_cache *c = db->cache;
-	MYSQL_STMT *st;
+	struct db_slot *sl;
 	size_t i;
 
 	for (i = 0; i < c->n; i++)
-		if (!strcmp(c->sql[i], sql))
-			return c->stmt[i];
-	st = mysql_stmt_init(db->conn);
-	if (!st) {
+		if (!strcmp(c->slot[i].sql, sql))
+			return &c->slot[i];
+	if (c->n == DB_CACHE_SLOTS) {
+		/* Full: evict the oldest; SQL texts are a small fixed set. */
+		slot_release(&c->slot[0]);
+		memmove(c->slot, c->slot + 1, sizeof(c->slot[0]) * (DB_CACHE_SLOTS - 1));
+		c->n--;
+	}
+	sl = &c->slot[c->n];
+	memset(sl, 0, sizeof(*sl));
+	sl->stmt = mysql_stmt_init(db->conn);
+	if (!sl->stmt) {
 		db_set_error(db, CR_OUT_OF_MEMORY, "out of memory");
 		return NULL;
 	}
-	if (mysql_stmt_prepare(st, sql, strlen(sql))) {
-		db_set_error(db, mysql_stmt_errno(st), mysql_stmt_error(st));
-		mysql_stmt_close(st);
+	if (mysql_stmt_prepare(sl->stmt, sql, strlen(sql))) {
+		db_set_error(db, mysql_stmt_errno(sl->stmt), mysql_stmt_error(sl->stmt));
+		slot_release(sl);
 		return NULL;
 	}
-	if (c->n == DB_CACHE_SLOTS) {
-		/* Full: evict the oldest; SQL texts are a small fixed set. */
-		mysql_stmt_close(c->stmt[0]);
-		free(c->sql[0]);
-		memmove(c->sql, c->sql + 1, sizeof(char *) * (DB_CACHE_SLOTS - 1));
-		memmove(c->stmt, c->stmt + 1, sizeof(MYSQL_STMT *) * (DB_CACHE_SLOTS - 1));
-		c->n--;
+	if (slot_bind_setup(db, sl) < 0) {
+		slot_release(sl);
+		return NULL;
 	}
-	c->sql[c->n] = xstrdup(sql);
-	c->stmt[c->n] = st;
+	sl->sql = xstrdup(sql);
 	c->n++;
-	return st;
+	return sl;
 }
 
 struct params {
@@ -228,81 +339,151 @@ static int bind_params(struct db *db, struct params *p, const char *types, va_li
 	return 0;
 }
 
-static int fetch_rows(struct db *db, MYSQL_STMT *st, struct db_result *res)
+/* Appends n digits of v, zero-padded. */
+static void put_digits(char *out, unsigned long v, int n)
 {
-	MYSQL_RES *meta = mysql_stmt_result_metadata(st);
-	MYSQL_BIND *bind = NULL;
-	unsigned long *lens = NULL;
-	my_bool *nulls = NULL, *errs = NULL;
-	char **bufs = NULL;
-	size_t ncols, alloc = 0, c;
-	int ret = -1, rc;
+	while (n-- > 0) {
+		out[n] = (char)('0' + v % 10);
+		v /= 10;
+	}
+}
 
-	if (!meta) {
-		res->ncols = 0;
+/* The text MariaDB itself gives for a DATETIME(d) / DATE value. */
+static size_t format_time(const MYSQL_TIME *t, int with_time, unsigned decimals, char *out)
+{
+	size_t n = 10;
+
+	put_digits(out, t->year, 4);
+	out[4] = '-';
+	put_digits(out + 5, t->month, 2);
+	out[7] = '-';
+	put_digits(out + 8, t->day, 2);
+	if (!with_time)
+		return n;
+	out[10] = ' ';
+	put_digits(out + 11, t->hour, 2);
+	out[13] = ':';
+	put_digits(out + 14, t->minute, 2);
+	out[16] = ':';
+	put_digits(out + 17, t->second, 2);
+	n = 19;
+	if (decimals == DB_AUTO_DECIMALS)
+		decimals = t->second_part ? 6 : 0;
+	if (decimals) {
+		unsigned long frac = t->second_part;
+		unsigned d;
+
+		for (d = decimals; d < 6; d++)
+			frac /= 10;
+		out[19] = '.';
+		put_digits(out + 20, frac, (int)decimals);
+		n = 20 + decimals;
+	}
+	return n;
+}
+
+/* Appends one fetched cell's text to the result's text block. */
+static int cell_append(struct db *db, MYSQL_STMT *st, const struct db_cell *cell, unsigned col,
+		       struct db_result *res)
+{
+	struct strbuf *t = &res->text;
+	char num[32];
+	size_t n;
+
+	switch (cell->kind) {
+	case CELL_INT:
+	case CELL_UINT:
+		n = cell->kind == CELL_INT ? fmt_int64(num, cell->v.i)
+					   : fmt_uint64(num, (uint64_t)cell->v.i);
+		goto add;
+	case CELL_DATETIME:
+	case CELL_DATE:
+		n = format_time(&cell->v.t, cell->kind == CELL_DATETIME, cell->decimals, num);
+		goto add;
+	case CELL_TEXT:
+		break;
+	}
+	if (cell->len > DB_MAX_CELL) {
+		db_set_error(db, CR_UNKNOWN_ERROR, "result cell too large");
+		return -1;
+	}
+	if (cell->len <= sizeof(cell->v.text)) {
+		if (strbuf_add(t, cell->v.text, cell->len) < 0)
+			goto oom;
 		return 0;
 	}
-	ncols = mysql_num_fields(meta);
-	mysql_free_result(meta);
-	res->ncols = ncols;
-	bind = xcalloc(ncols, sizeof(*bind));
-	lens = xcalloc(ncols, sizeof(*lens));
-	nulls = xcalloc(ncols, sizeof(*nulls));
-	errs = xcalloc(ncols, sizeof(*errs));
-	bufs = xcalloc(ncols, sizeof(*bufs));
-	for (c = 0; c < ncols; c++) {
-		bufs[c] = xcalloc(1, 256);
-		bind[c].buffer_type = MYSQL_TYPE_STRING;
-		bind[c].buffer = bufs[c];
-		bind[c].buffer_length = 256;
-		bind[c].length = &lens[c];
-		bind[c].is_null = &nulls[c];
-		bind[c].error = &errs[c];
+	{
+		/* Longer than the fetch buffer: fetch it straight into place. */
+		MYSQL_BIND one;
+		size_t at = t->len;
+
+		if (strbuf_grow(t, cell->len) < 0)
+			goto oom;
+		memset(&one, 0, sizeof(one));
+		one.buffer_type = MYSQL_TYPE_STRING;
+		one.buffer = t->buf + at;
+		one.buffer_length = cell->len;
+		if (mysql_stmt_fetch_column(st, &one, col, 0)) {
+			db_set_error(db, mysql_stmt_errno(st), mysql_stmt_error(st));
+			return -1;
+		}
+		strbuf_extend(t, cell->len);
+		return 0;
 	}
-	if (mysql_stmt_bind_result(st, bind))
+add:
+	if (strbuf_add(t, num, n) == 0)
+		return 0;
+oom:
+	db_set_error(db, CR_OUT_OF_MEMORY, "result too large");
+	return -1;
+}
+
+static void result_init(struct db_result *res)
+{
+	memset(res, 0, sizeof(*res));
+	strbuf_init(&res->text);
+}
+
+/* Every row of an executed statement into res: one text block with every
+ * cell NUL-terminated, and per cell its offset (DB_NULL_CELL for SQL NULL)
+ * and length. */
+static int fetch_rows(struct db *db, struct db_slot *sl, struct db_result *res)
+{
+	MYSQL_STMT *st = sl->stmt;
+	size_t ncols = sl->ncols, alloc = 0, c;
+	int ret = -1, rc;
+
+	res->ncols = ncols;
+	if (!ncols)
+		return 0;
+	if (mysql_stmt_bind_result(st, sl->bind))
 		goto stmt_err;
 	while ((rc = mysql_stmt_fetch(st)) == 0 || rc == MYSQL_DATA_TRUNCATED) {
 		size_t row = res->nrows;
 
 		if (row + 1 > alloc) {
-			alloc = alloc ? alloc * 2 : 8;
-			res->cells = xrealloc(res->cells, alloc * ncols, sizeof(*res->cells));
+			alloc = alloc ? alloc * 2 : 4;
+			res->offs = xrealloc(res->offs, alloc * ncols, sizeof(*res->offs));
 			res->lens = xrealloc(res->lens, alloc * ncols, sizeof(*res->lens));
 		}
 		for (c = 0; c < ncols; c++) {
-			char *cell;
+			const struct db_cell *cell = &sl->cells[c];
+			size_t at = res->text.len, i = row * ncols + c;
 
-			res->lens[row * ncols + c] = 0;
-			if (nulls[c]) {
-				res->cells[row * ncols + c] = NULL;
+			res->offs[i] = DB_NULL_CELL;
+			res->lens[i] = 0;
+			if (cell->is_null)
 				continue;
-			}
-			if (lens[c] > DB_MAX_CELL) {
-				db_set_error(db, CR_UNKNOWN_ERROR, "result cell too large");
+			/* cells are NUL-terminated inside the block */
+			if (cell_append(db, st, cell, (unsigned)c, res) < 0 ||
+			    strbuf_add(&res->text, "", 1) < 0) {
+				if (res->text.len == at)
+					db_set_error(db, CR_OUT_OF_MEMORY, "result too large");
 				res->nrows = row;
 				goto out;
 			}
-			cell = malloc(lens[c] + 1);
-			if (!cell)
-				abort();
-			if (lens[c] <= 256) {
-				memcpy(cell, bufs[c], lens[c]);
-			} else {
-				MYSQL_BIND one;
-
-				memset(&one, 0, sizeof(one));
-				one.buffer_type = MYSQL_TYPE_STRING;
-				one.buffer = cell;
-				one.buffer_length = lens[c];
-				if (mysql_stmt_fetch_column(st, &one, (unsigned)c, 0)) {
-					free(cell);
-					res->nrows = row;
-					goto stmt_err;
-				}
-			}
-			cell[lens[c]] = '\0';
-			res->cells[row * ncols + c] = cell;
-			res->lens[row * ncols + c] = lens[c];
+			res->offs[i] = at;
+			res->lens[i] = res->text.len - at - 1;
 		}
 		res->nrows++;
 	}
@@ -314,13 +495,6 @@ stmt_err:
 	db_set_error(db, mysql_stmt_errno(st), mysql_stmt_error(st));
 out:
 	mysql_stmt_free_result(st);
-	for (c = 0; c < ncols; c++)
-		free(bufs[c]);
-	free(bufs);
-	free(bind);
-	free(lens);
-	free(nulls);
-	free(errs);
 	return ret;
 }
 
@@ -328,7 +502,7 @@ static int run_stmt(struct db *db, struct db_result *res, int64_t *affected,
 		    const char *sql, const char *types, va_list ap)
 {
 	struct params p;
-	MYSQL_STMT *st;
+	struct db_slot *sl;
 	int tries;
 
 	if (bind_params(db, &p, types, ap) < 0)
@@ -336,23 +510,25 @@ static int run_stmt(struct db *db, struct db_result *res, int64_t *affected,
 	for (tries = 0; tries < 2; tries++) {
 		if (!db->conn && db_reconnect(db) < 0)
 			return -1;
-		st = stmt_get(db, sql);
-		if (st && (p.n ? !mysql_stmt_bind_param(st, p.bind) : 1) &&
-		    !mysql_stmt_execute(st)) {
-			db->last_insert_id = mysql_stmt_insert_id(st);
+		sl = stmt_get(db, sql);
+		if (sl && (p.n ? !mysql_stmt_bind_param(sl->stmt, p.bind) : 1) &&
+		    !mysql_stmt_execute(sl->stmt)) {
+			db->last_insert_id = mysql_stmt_insert_id(sl->stmt);
 			if (affected)
-				*affected = (int64_t)mysql_stmt_affected_rows(st);
+				*affected = (int64_t)mysql_stmt_affected_rows(sl->stmt);
 			if (res) {
-				memset(res, 0, sizeof(*res));
-				if (fetch_rows(db, st, res) < 0) {
+				result_init(res);
+				if (fetch_rows(db, sl, res) < 0) {
 					db_result_free(res);
 					return -1;
 				}
+			} else if (sl->ncols) {
+				mysql_stmt_free_result(sl->stmt);
 			}
 			return 0;
 		}
-		if (st)
-			db_set_error(db, mysql_stmt_errno(st), mysql_stmt_error(st));
+		if (sl)
+			db_set_error(db, mysql_stmt_errno(sl->stmt), mysql_stmt_error(sl->stmt));
 		/* A lost connection outside a transaction is safe to retry once
 		 * on a fresh one; inside, the caller must redo the transaction. */
 		if (!is_conn_lost(db->errnum) || db->in_txn)
@@ -391,7 +567,7 @@ int db_query(struct db *db, struct db_result *res, const char *sql, const char *
 	rc = run_stmt(db, res, NULL, sql, types, ap);
 	va_end(ap);
 	if (rc < 0)
-		memset(res, 0, sizeof(*res));
+		result_init(res);
 	return rc;
 }
 
@@ -403,11 +579,11 @@ int db_query_ids(struct db *db, struct db_result *res, const char *sql,
 	struct strbuf marks = STRBUF_INIT, text = STRBUF_INIT;
 	MYSQL_BIND *bind = NULL;
 	long long *vals = NULL;
-	MYSQL_STMT *st;
+	struct db_slot *sl;
 	size_t padded = 1, i;
 	int ret = -1, tries;
 
-	memset(res, 0, sizeof(*res));
+	result_init(res);
 	if (n == 0 || n > DB_MAX_IDS) {
 		db_set_error(db, CR_UNKNOWN_ERROR, "bad id list length");
 		return -1;
@@ -437,15 +613,15 @@ int db_query_ids(struct db *db, struct db_result *res, const char *sql,
 	for (tries = 0; tries < 2; tries++) {
 		if (!db->conn && db_reconnect(db) < 0)
 			goto out;
-		st = stmt_get(db, text.buf);
-		if (st && !mysql_stmt_bind_param(st, bind) && !mysql_stmt_execute(st)) {
-			ret = fetch_rows(db, st, res);
+		sl = stmt_get(db, text.buf);
+		if (sl && !mysql_stmt_bind_param(sl->stmt, bind) && !mysql_stmt_execute(sl->stmt)) {
+			ret = fetch_rows(db, sl, res);
 			if (ret < 0)
 				db_result_free(res);
 			goto out;
 		}
-		if (st)
-			db_set_error(db, mysql_stmt_errno(st), mysql_stmt_error(st));
+		if (sl)
+			db_set_error(db, mysql_stmt_errno(sl->stmt), mysql_stmt_error(sl->stmt));
 		if (!is_conn_lost(db->errnum) || db->in_txn || db_reconnect(db) < 0)
 			goto out;
 	}
@@ -489,9 +665,12 @@ void db_rollback(struct db *db)
 
 const char *db_val(const struct db_result *r, size_t row, size_t col)
 {
+	size_t off;
+
 	if (row >= r->nrows || col >= r->ncols)
 		return NULL;
-	return r->cells[row * r->ncols + col];
+	off = r->offs[row * r->ncols + col];
+	return off == DB_NULL_CELL ? NULL : r->text.buf + off;
 }
 
 unsigned long db_len(const struct db_result *r, size_t row, size_t col)
@@ -510,13 +689,10 @@ int64_t db_int(const struct db_result *r, size_t row, size_t col)
 
 void db_result_free(struct db_result *r)
 {
-	size_t i;
-
-	for (i = 0; i < r->nrows * r->ncols; i++)
-		free(r->cells[i]);
-	free(r->cells);
+	strbuf_release(&r->text);
+	free(r->offs);
 	free(r->lens);
-	memset(r, 0, sizeof(*r));
+	result_init(r);
 }
 
 int db_is_duplicate(const struct db *db)

@@ -170,10 +170,18 @@ int http_send(FCGX_Stream *out, const struct http_response *res)
 	struct strbuf head = STRBUF_INIT;
 	int rc = 0;
 
-	strbuf_addf(&head, "Status: %d %s\r\n", res->status, http_status_text(res->status));
+	strbuf_grow(&head, 160 + res->headers.len);
+	strbuf_addstr(&head, "Status: ");
+	strbuf_add_int64(&head, res->status);
+	strbuf_addch(&head, ' ');
+	strbuf_addstr(&head, http_status_text(res->status));
+	strbuf_addstr(&head, "\r\n");
 	if (res->status != 204) {
-		strbuf_addf(&head, "Content-Type: %s\r\n", res->content_type);
-		strbuf_addf(&head, "Content-Length: %zu\r\n", res->body.len);
+		strbuf_addstr(&head, "Content-Type: ");
+		strbuf_addstr(&head, res->content_type);
+		strbuf_addstr(&head, "\r\nContent-Length: ");
+		strbuf_add_int64(&head, (long long)res->body.len);
+		strbuf_addstr(&head, "\r\n");
 	}
 	strbuf_addstr(&head, "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n");
 	strbuf_add(&head, res->headers.buf, res->headers.len);

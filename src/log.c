@@ -29,19 +29,45 @@ void log_set_prog(const char *prog)
 	log_pid = getpid();
 }
 
+/* "YYYY-MM-DDTHH:MM:SS" of sec, formatted once a second per thread: a busy
+ * worker logs a line per request. */
+static const char *second_text(time_t sec)
+{
+	static __thread time_t cached_sec = -1;
+	static __thread char text[32];
+	struct tm tm;
+
+	if (sec != cached_sec) {
+		gmtime_r(&sec, &tm);
+		strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%S", &tm);
+		cached_sec = sec;
+	}
+	return text;
+}
+
 static __attribute__((format(printf, 2, 0))) void log_emit(const char *level, const char *fmt,
 							 va_list ap)
 {
 	struct strbuf sb = STRBUF_INIT;
-	char ts[32];
 	struct timespec now;
-	struct tm tm;
+	char ms[4];
 
 	clock_gettime(CLOCK_REALTIME, &now);
-	gmtime_r(&now.tv_sec, &tm);
-	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-	strbuf_addf(&sb, "%s.%03ldZ %s[%d] %s: ", ts, now.tv_nsec / 1000000,
-		    log_prog, (int)(log_pid ? log_pid : getpid()), level);
+	ms[0] = (char)('0' + now.tv_nsec / 100000000);
+	ms[1] = (char)('0' + now.tv_nsec / 10000000 % 10);
+	ms[2] = (char)('0' + now.tv_nsec / 1000000 % 10);
+	ms[3] = '\0';
+	strbuf_grow(&sb, 160);
+	strbuf_addstr(&sb, second_text(now.tv_sec));
+	strbuf_addch(&sb, '.');
+	strbuf_addstr(&sb, ms);
+	strbuf_addstr(&sb, "Z ");
+	strbuf_addstr(&sb, log_prog);
+	strbuf_addch(&sb, '[');
+	strbuf_add_int64(&sb, log_pid ? log_pid : getpid());
+	strbuf_addstr(&sb, "] ");
+	strbuf_addstr(&sb, level);
+	strbuf_addstr(&sb, ": ");
 	strbuf_vaddf(&sb, fmt, ap);
 	strbuf_addch(&sb, '\n');
 	/* one write(2) per record so lines from many processes do not interleave */

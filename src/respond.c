@@ -26,6 +26,14 @@ void respond_json(struct rctx *c, int status, json_object *obj)
 	json_object_put(obj);
 }
 
+void respond_json_start(struct rctx *c, int status, struct jsonw *w)
+{
+	c->res->status = status;
+	c->res->content_type = "application/json";
+	strbuf_reset(&c->res->body);
+	jsonw_init(w, &c->res->body);
+}
+
 void respond_empty(struct rctx *c, int status)
 {
 	c->res->status = status;
@@ -306,6 +314,27 @@ int page_params(struct rctx *c, int64_t *limit, int64_t *cursor)
 	return ret;
 }
 
+/* The page object of a list: items, then next_cursor when the page is full. */
+static void page_write(struct jsonw *w, const struct db_result *r, int64_t limit,
+		       void (*item)(struct jsonw *w, const struct db_result *r, size_t i, void *arg),
+		       void *arg)
+{
+	size_t i;
+
+	jsonw_object(w);
+	jsonw_key(w, "items");
+	jsonw_array(w);
+	for (i = 0; i < r->nrows; i++)
+		item(w, r, i, arg);
+	jsonw_array_end(w);
+	jsonw_key(w, "next_cursor");
+	if ((int64_t)r->nrows == limit && db_int(r, r->nrows - 1, 0) > 0)
+		jsonw_string(w, db_val(r, r->nrows - 1, 0));
+	else
+		jsonw_null(w);
+	jsonw_object_end(w);
+}
+
 json_object *page_json(json_object *items, int64_t limit, int64_t last_id)
 {
 	json_object *page = json_object_new_object();
@@ -315,7 +344,7 @@ json_object *page_json(json_object *items, int64_t limit, int64_t last_id)
 	if ((int64_t)n == limit && last_id > 0) {
 		char buf[24];
 
-		snprintf(buf, sizeof(buf), "%lld", (long long)last_id);
+		buf[fmt_int64(buf, last_id)] = '\0';
 		json_object_object_add(page, "next_cursor", json_object_new_string(buf));
 	} else {
 		json_object_object_add(page, "next_cursor", NULL);
@@ -323,13 +352,29 @@ json_object *page_json(json_object *items, int64_t limit, int64_t last_id)
 	return page;
 }
 
-void respond_app_list(struct rctx *c, const char *sql, row_json_fn row_json)
+static void item_from_json(struct jsonw *w, const struct db_result *r, size_t i, void *arg)
+{
+	row_json_fn row_json = *(row_json_fn *)arg;
+	json_object *obj = row_json(r, i);
+	const char *text = json_text(obj);
+
+	jsonw_raw(w, text, strlen(text));
+	json_object_put(obj);
+}
+
+static void item_written(struct jsonw *w, const struct db_result *r, size_t i, void *arg)
+{
+	(*(row_write_fn *)arg)(w, r, i);
+}
+
+static void app_list(struct rctx *c, const char *sql,
+		     void (*item)(struct jsonw *w, const struct db_result *r, size_t i, void *arg),
+		     void *arg)
 {
 	struct app_row app;
 	struct db_result r;
-	json_object *items;
+	struct jsonw w;
 	int64_t limit, cursor;
-	size_t i;
 
 	if (app_load(c, c->id[0], &app) < 0 || page_params(c, &limit, &cursor) < 0)
 		return;
@@ -337,22 +382,65 @@ void respond_app_list(struct rctx *c, const char *sql, row_json_fn row_json)
 		respond_db_error(c);
 		return;
 	}
-	items = json_object_new_array();
-	for (i = 0; i < r.nrows; i++)
-		json_object_array_add(items, row_json(&r, i));
-	respond_json(c, 200, page_json(items, limit, r.nrows ? db_int(&r, r.nrows - 1, 0) : 0));
+	respond_json_start(c, 200, &w);
+	page_write(&w, &r, limit, item, arg);
+	strbuf_addch(&c->res->body, '\n');
 	db_result_free(&r);
+}
+
+void respond_app_list(struct rctx *c, const char *sql, row_json_fn row_json)
+{
+	app_list(c, sql, item_from_json, &row_json);
+}
+
+void respond_app_list_w(struct rctx *c, const char *sql, row_write_fn row_write)
+{
+	app_list(c, sql, item_written, &row_write);
+}
+
+/* "YYYY-MM-DD HH:MM:SS.mmm" (UTC session) -> RFC 3339 in buf; 0 if not a time. */
+static size_t rfc3339(const char *v, char buf[40])
+{
+	size_t len = v ? strlen(v) : 0;
+
+	if (len < 19 || len > 30)
+		return 0;
+	memcpy(buf, v, 10);
+	buf[10] = 'T';
+	memcpy(buf + 11, v + 11, len - 11);
+	buf[len] = 'Z';
+	buf[len + 1] = '\0';
+	return len + 1;
 }
 
 json_object *json_time(const char *v)
 {
 	char buf[40];
 
-	/* "YYYY-MM-DD HH:MM:SS.mmm" (UTC session) -> RFC 3339 */
-	if (!v || strlen(v) < 19)
-		return NULL;
-	snprintf(buf, sizeof(buf), "%.10sT%sZ", v, v + 11);
-	return json_object_new_string(buf);
+	return rfc3339(v, buf) ? json_object_new_string(buf) : NULL;
+}
+
+void jsonw_kv_time(struct jsonw *w, const char *key, const char *v)
+{
+	char buf[40];
+	size_t n = rfc3339(v, buf);
+
+	jsonw_key(w, key);
+	if (n)
+		jsonw_string_len(w, buf, n);
+	else
+		jsonw_null(w);
+}
+
+void jsonw_kv_id(struct jsonw *w, const char *key, const char *v)
+{
+	int64_t n;
+
+	jsonw_key(w, key);
+	if (!v || parse_int64(v, 0, INT64_MAX, &n) < 0)
+		jsonw_null(w);
+	else
+		jsonw_int(w, n);
 }
 
 json_object *json_id(const char *v)

@@ -8,46 +8,53 @@
 #include "events.h"
 #include "strbuf.h"
 
-json_object *run_json(const struct db_result *r, size_t i)
+void run_write_json(struct jsonw *w, const struct db_result *r, size_t i)
 {
-	json_object *o = json_object_new_object(), *usage, *err = NULL;
 	struct strbuf url = STRBUF_INIT;
-	int64_t id = db_int(r, i, 0), app = db_int(r, i, 1);
+	const char *app = db_val(r, i, 1), *id = db_val(r, i, 0);
 	int64_t pt = db_int(r, i, 11), ct = db_int(r, i, 12);
 
-	json_object_object_add(o, "id", json_object_new_int64(id));
-	json_object_object_add(o, "app_id", json_object_new_int64(app));
-	json_object_object_add(o, "status", json_object_new_string(db_val(r, i, 2)));
-	json_object_object_add(o, "input", json_object_new_string(db_val(r, i, 3)));
-	json_object_object_add(o, "client_request_id",
-			       db_val(r, i, 4) ? json_object_new_string(db_val(r, i, 4)) : NULL);
-	json_object_object_add(o, "attempt", json_id(db_val(r, i, 5)));
-	json_object_object_add(o, "created_at", json_time(db_val(r, i, 6)));
-	json_object_object_add(o, "started_at", json_time(db_val(r, i, 7)));
-	json_object_object_add(o, "finished_at", json_time(db_val(r, i, 8)));
+	jsonw_object(w);
+	jsonw_kv_int(w, "id", db_int(r, i, 0));
+	jsonw_kv_int(w, "app_id", db_int(r, i, 1));
+	jsonw_kv_string(w, "status", db_val(r, i, 2));
+	jsonw_kv_string(w, "input", db_val(r, i, 3));
+	jsonw_kv_string(w, "client_request_id", db_val(r, i, 4));
+	jsonw_kv_id(w, "attempt", db_val(r, i, 5));
+	jsonw_kv_time(w, "created_at", db_val(r, i, 6));
+	jsonw_kv_time(w, "started_at", db_val(r, i, 7));
+	jsonw_kv_time(w, "finished_at", db_val(r, i, 8));
+	jsonw_key(w, "error");
 	if (db_val(r, i, 9)) {
-		err = json_object_new_object();
-		json_object_object_add(err, "code", json_object_new_string(db_val(r, i, 9)));
-		json_object_object_add(err, "message",
-				       json_object_new_string(db_val(r, i, 10) ? db_val(r, i, 10) : ""));
+		jsonw_object(w);
+		jsonw_kv_string(w, "code", db_val(r, i, 9));
+		jsonw_kv_string(w, "message", db_val(r, i, 10) ? db_val(r, i, 10) : "");
+		jsonw_object_end(w);
+	} else {
+		jsonw_null(w);
 	}
-	json_object_object_add(o, "error", err);
-	usage = json_object_new_object();
-	json_object_object_add(usage, "prompt_tokens", json_object_new_int64(pt));
-	json_object_object_add(usage, "completion_tokens", json_object_new_int64(ct));
-	json_object_object_add(usage, "total_tokens", json_object_new_int64(pt + ct));
-	json_object_object_add(o, "usage", usage);
-	json_object_object_add(o, "base_revision_id", json_id(db_val(r, i, 13)));
-	json_object_object_add(o, "revision_id", json_id(db_val(r, i, 14)));
-	json_object_object_add(o, "checkpoint_id", json_id(db_val(r, i, 15)));
-	json_object_object_add(o, "cancel_requested", json_object_new_boolean(db_int(r, i, 17) != 0));
-	strbuf_addf(&url, "/admin/apps/%lld/coding-agent/runs/%lld/stream", (long long)app, (long long)id);
-	json_object_object_add(o, "stream_url", json_object_new_string(url.buf));
-	strbuf_reset(&url);
-	strbuf_addf(&url, "/admin/apps/%lld/coding-agent/runs/%lld/events", (long long)app, (long long)id);
-	json_object_object_add(o, "events_url", json_object_new_string(url.buf));
+	jsonw_key(w, "usage");
+	jsonw_object(w);
+	jsonw_kv_int(w, "prompt_tokens", pt);
+	jsonw_kv_int(w, "completion_tokens", ct);
+	jsonw_kv_int(w, "total_tokens", pt + ct);
+	jsonw_object_end(w);
+	jsonw_kv_id(w, "base_revision_id", db_val(r, i, 13));
+	jsonw_kv_id(w, "revision_id", db_val(r, i, 14));
+	jsonw_kv_id(w, "checkpoint_id", db_val(r, i, 15));
+	jsonw_kv_bool(w, "cancel_requested", db_int(r, i, 17) != 0);
+	/* ids are the database's own decimal text */
+	strbuf_addstr(&url, "/admin/apps/");
+	strbuf_addstr(&url, app ? app : "0");
+	strbuf_addstr(&url, "/coding-agent/runs/");
+	strbuf_addstr(&url, id ? id : "0");
+	strbuf_addstr(&url, "/stream");
+	jsonw_kv_string(w, "stream_url", url.buf);
+	strbuf_setlen(&url, url.len - strlen("/stream"));
+	strbuf_addstr(&url, "/events");
+	jsonw_kv_string(w, "events_url", url.buf);
+	jsonw_object_end(w);
 	strbuf_release(&url);
-	return o;
 }
 
 struct finish_state {

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util.h"
+
 static char strbuf_empty[1];
 
 void strbuf_init(struct strbuf *sb)
@@ -64,7 +66,7 @@ void strbuf_setlen(struct strbuf *sb, size_t len)
 	sb->buf[len] = '\0';
 }
 
-int strbuf_grow(struct strbuf *sb, size_t extra)
+int strbuf_grow_slow(struct strbuf *sb, size_t extra)
 {
 	size_t want, alloc;
 	char *nb;
@@ -91,25 +93,24 @@ int strbuf_grow(struct strbuf *sb, size_t extra)
 	return 0;
 }
 
-int strbuf_add(struct strbuf *sb, const void *data, size_t len)
+void strbuf_extend(struct strbuf *sb, size_t n)
 {
-	if (strbuf_grow(sb, len) < 0)
-		return -1;
-	if (len)
-		memcpy(sb->buf + sb->len, data, len);
-	sb->len += len;
+	if (!sb->alloc || n >= sb->alloc - sb->len)
+		abort(); /* a caller that did not grow first: a bug, not input */
+	sb->len += n;
 	sb->buf[sb->len] = '\0';
-	return 0;
+}
+
+int strbuf_add_int64(struct strbuf *sb, long long v)
+{
+	char num[24];
+
+	return strbuf_add(sb, num, fmt_int64(num, v));
 }
 
 int strbuf_addstr(struct strbuf *sb, const char *s)
 {
 	return strbuf_add(sb, s, strlen(s));
-}
-
-int strbuf_addch(struct strbuf *sb, char c)
-{
-	return strbuf_add(sb, &c, 1);
 }
 
 int strbuf_vaddf(struct strbuf *sb, const char *fmt, va_list ap)

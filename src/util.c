@@ -34,6 +34,29 @@ int parse_uint(const char *s, unsigned max, unsigned *out)
 	return 0;
 }
 
+size_t fmt_uint64(char *out, uint64_t v)
+{
+	char rev[20];
+	size_t n = 0, i;
+
+	do {
+		rev[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	for (i = 0; i < n; i++)
+		out[i] = rev[n - 1 - i];
+	return n;
+}
+
+size_t fmt_int64(char *out, long long v)
+{
+	if (v >= 0)
+		return fmt_uint64(out, (uint64_t)v);
+	out[0] = '-';
+	/* -(v + 1) + 1 stays in range for LLONG_MIN */
+	return 1 + fmt_uint64(out + 1, (uint64_t)(-(v + 1)) + 1);
+}
+
 int64_t now_ms(void)
 {
 	struct timespec ts;

@@ -61,6 +61,16 @@ static void handle_request(struct services *svc, FCGX_Request *fr)
 	http_request_release(&req);
 }
 
+/* A SIGTERM or SIGINT waiting, blocked, to be taken. */
+static int stop_requested(void)
+{
+	sigset_t pending;
+
+	if (sigpending(&pending) < 0)
+		return 0;
+	return sigismember(&pending, SIGTERM) == 1 || sigismember(&pending, SIGINT) == 1;
+}
+
 static void api_worker(void *arg, int listen_fd, struct worker_slot *slot)
 {
 	struct config *cfg = arg;
@@ -111,6 +121,11 @@ static void api_worker(void *arg, int listen_fd, struct worker_slot *slot)
 		slot->busy_since_ms = 0;
 		slot->requests++;
 		served++;
+		/* Under load the next connection is always ready and the loop
+		 * never waits in ppoll(), where a blocked stop signal would be
+		 * taken: look for one here, between requests. */
+		if (stop_requested())
+			break;
 	}
 	FCGX_Free(&fr, 0);
 	services_release(&svc);
