@@ -608,6 +608,12 @@ function notice(text) {
   noticeTimer = setTimeout(() => { el.hidden = true; }, 7000);
 }
 
+/* Takes a notice down before its time, when what it said no longer holds. */
+function clearNotice() {
+  clearTimeout(noticeTimer);
+  $('notice').hidden = true;
+}
+
 function setConnection(state) {
   const el = $('conn');
   const labels = { idle: 'Idle', connecting: 'Connecting…', live: 'Live', reconnecting: 'Reconnecting…' };
@@ -1615,6 +1621,7 @@ class Workspace {
     this.busy.add('publish');
     this.updateControls();
     const box = $('publish-status');
+    clearNotice(); // an earlier "Published." must not stand beside this attempt's outcome
     box.hidden = false;
     box.dataset.state = 'publishing';
     box.replaceChildren(h('span', { class: 'spinner', 'aria-hidden': 'true' }), ` Building and publishing revision #${this.draftRevisionId}…`);

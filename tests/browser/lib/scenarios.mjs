@@ -536,6 +536,7 @@ export function builderSuite(name, launch) {
       assert.equal(await ui.attr(tid('publish-live-url'), 'href'), S.publishedUrl, 'the page points to the version still live');
       assert.match(await ui.innerText(tid('publish-live')), new RegExp(`unchanged: .*\\(revision #${S.publishedRevision}\\)`));
       assert.equal(await ui.attr(tid('publish-button'), 'disabled'), null, 'publish can be tried again');
+      assert.equal(await ui.visible(tid('notice')), false, 'the earlier "Published." notice is gone');
       await shot('07-publish-failed');
       await publishedSiteShows(S.publishedUrl, `Manual edit ${MARK}`);
     });
