@@ -465,6 +465,20 @@ function h(tag, attrs = {}, ...children) {
 
 const $ = (id) => document.getElementById(id);
 
+/* True when nothing visible has the keyboard focus: the focused control was
+ * hidden (a view switch, the run bar going away) or disabled while its
+ * action runs, and the browser fell back to the body. */
+function focusLost() {
+  const el = document.activeElement;
+  return !el || el === document.body || el.getClientRects().length === 0 || el.disabled === true;
+}
+
+/* Gives the focus to el when it has gone nowhere, so a keyboard user goes
+ * on from the control they used instead of from the top of the page. */
+function refocus(el) {
+  if (el && !el.disabled && focusLost()) el.focus();
+}
+
 const timeFmt = IN_BROWSER ? new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' }) : null;
 const relFmt = IN_BROWSER ? new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' }) : null;
 
@@ -486,11 +500,11 @@ function relativeTime(iso) {
   return formatTime(iso);
 }
 
-function timeEl(iso) {
-  return h('time', { datetime: iso, title: formatTime(iso) }, relativeTime(iso));
+function timeEl(iso, attrs = {}) {
+  return h('time', { datetime: iso, title: formatTime(iso), ...attrs }, relativeTime(iso));
 }
 
-function formatDuration(ms) {
+export function formatDuration(ms) {
   if (!Number.isFinite(ms)) return '';
   if (ms < 1000) return `${Math.round(ms)} ms`;
   if (ms < 60000) return `${(ms / 1000).toFixed(1)} s`;
@@ -592,6 +606,12 @@ function notice(text) {
   el.hidden = false;
   clearTimeout(noticeTimer);
   noticeTimer = setTimeout(() => { el.hidden = true; }, 7000);
+}
+
+/* Takes a notice down before its time, when what it said no longer holds. */
+function clearNotice() {
+  clearTimeout(noticeTimer);
+  $('notice').hidden = true;
 }
 
 function setConnection(state) {
@@ -734,7 +754,7 @@ class Turn {
       card = makeCard('tool', 'tool-card', { 'data-call-id': id, 'data-tool': String(p.tool ?? '') });
       card.nameEl = h('span', { class: 'ev-title mono' }, String(p.tool ?? 'tool'));
       card.argEl = h('code', { class: 'ev-arg' });
-      card.metaEl = h('span', { class: 'ev-meta' });
+      card.metaEl = h('span', { class: 'ev-meta', 'data-testid': 'tool-duration' });
       card.badgeEl = h('span', { class: 'ev-badge' });
       card.head.append(h('span', { class: 'ev-icon', 'aria-hidden': 'true' }), card.nameEl, card.argEl, card.metaEl, card.badgeEl);
       this.tools.set(id, card);
@@ -751,10 +771,13 @@ class Turn {
       return;
     }
     if (p.tool) card.nameEl.textContent = String(p.tool);
-    if (Number.isFinite(p.duration_ms)) card.metaEl.textContent = formatDuration(p.duration_ms);
+    if (Number.isFinite(p.duration_ms)) {
+      card.metaEl.textContent = formatDuration(p.duration_ms);
+      card.metaEl.title = `took ${p.duration_ms} ms`;
+    }
     if (env.type === 'tool.completed') {
       this.setToolStatus(card, 'completed');
-      card.detail.replaceChildren(h('p', { class: 'ev-summary' }, String(p.summary ?? '')));
+      card.detail.replaceChildren(h('p', { class: 'ev-summary', 'data-testid': 'tool-summary' }, String(p.summary ?? '')));
     } else {
       this.setToolStatus(card, 'failed');
       const e = p.error && typeof p.error === 'object' ? p.error : {};
@@ -880,6 +903,7 @@ class Workspace {
     this.previewLoads = 0;
     this.pendingRefresh = null;
     this.scrollPending = false;
+    this.live = null;    // the published version visitors see: {url, revision_id}
     this.viewerSeq = 0;  // the newest file load; older answers are dropped
     this.revertSeq = 0;  // likewise for the revert form's file list
   }
@@ -920,7 +944,8 @@ class Workspace {
       this.loadRuns(),
     ]);
     if (this.app.publish_url && this.app.published_revision_id) {
-      showPublished({ url: this.app.publish_url, revision_id: this.app.published_revision_id }, 'Live at');
+      this.live = { url: this.app.publish_url, revision_id: this.app.published_revision_id };
+      showPublished(this.live, 'Live at');
     }
   }
 
@@ -1052,6 +1077,7 @@ class Workspace {
     this.cancelling = false;
     if (!this.closed) setConnection('idle');
     this.updateControls();
+    if (!this.closed) refocus($('chat-input'));
     this.scheduleRefresh({ app: true, draft: true, checkpoints: true });
   }
 
@@ -1097,6 +1123,7 @@ class Workspace {
       this.sending = false;
       this.updateControls();
       if (err.name === 'AbortError') return;
+      refocus($('chat-input'));
       showError(err, 'Sending the message');
       if (err.code === 'run_active' && Number.isSafeInteger(err.extra.run_id) && !this.activeTurn) {
         this.followRun(err.extra.run_id);
@@ -1105,6 +1132,7 @@ class Workspace {
     }
     this.sending = false;
     $('chat-input').value = '';
+    refocus($('chat-input'));
     const turn = this.turns.get(run.id) || this.addTurn(run);
     if (TERMINAL_RUN_STATUSES.has(run.status)) {
       this.loadHistory(turn).catch((err) => showError(err, `Loading run #${run.id}`));
@@ -1388,7 +1416,7 @@ class Workspace {
             isCurrent ? badge('current', 'current') : null),
           h('div', { class: 'cp-meta muted small-text' },
             `#${cp.id} · revision #${cp.revision_id}${cp.run_id ? ` · run #${cp.run_id}` : ''} · ${plural(cp.file_count ?? 0, 'file')} · `,
-            cp.created_at ? timeEl(cp.created_at) : ''),
+            cp.created_at ? timeEl(cp.created_at, { 'data-testid': 'checkpoint-time' }) : ''),
           cp.summary ? h('div', { class: 'cp-summary small-text' }, String(cp.summary)) : null),
         h('button', {
           type: 'button', class: 'small', 'data-testid': 'restore-button', 'aria-label': `Restore checkpoint #${cp.id} ${checkpointTitle(cp)}`,
@@ -1428,6 +1456,8 @@ class Workspace {
     } finally {
       this.busy.delete('restore');
       this.updateControls();
+      /* the list was redrawn meanwhile: find the checkpoint's new button */
+      refocus(document.querySelector(`#checkpoint-list [data-checkpoint-id="${cp.id}"] [data-testid="restore-button"]`));
     }
   }
 
@@ -1505,6 +1535,7 @@ class Workspace {
     } finally {
       this.busy.delete('restore');
       this.updateControls();
+      refocus($('undo'));
     }
   }
 
@@ -1560,6 +1591,7 @@ class Workspace {
     } finally {
       this.busy.delete('restore');
       this.updateControls();
+      refocus($('revert-form').querySelector('button[type=submit]'));
     }
   }
 
@@ -1589,6 +1621,7 @@ class Workspace {
     this.busy.add('publish');
     this.updateControls();
     const box = $('publish-status');
+    clearNotice(); // an earlier "Published." must not stand beside this attempt's outcome
     box.hidden = false;
     box.dataset.state = 'publishing';
     box.replaceChildren(h('span', { class: 'spinner', 'aria-hidden': 'true' }), ` Building and publishing revision #${this.draftRevisionId}…`);
@@ -1597,24 +1630,24 @@ class Workspace {
       const body = this.draftRevisionId ? { revision_id: this.draftRevisionId } : {};
       const res = await this.call('POST', `${this.base}/publish`, body);
       const pub = res && res.publish ? res.publish : {};
+      this.live = pub;
       showPublished(pub, 'Published at');
       notice('Published.');
     } catch (err) {
       if (err.name === 'AbortError') return;
       box.dataset.state = 'failed';
-      if (err.code === 'build_failed') {
-        box.replaceChildren(
-          h('p', { class: 'pub-fail', 'data-testid': 'publish-error' }, h('code', {}, err.code), ' ', err.message || 'The build failed.'),
+      const parts = err.code === 'build_failed'
+        ? [h('p', { class: 'pub-fail', 'data-testid': 'publish-error' }, h('code', {}, err.code), ' ', err.message || 'The build failed.'),
           h('details', { open: true }, h('summary', {}, 'Build log'),
-            h('pre', { class: 'build-log', 'data-testid': 'publish-log' }, String(err.extra.log ?? '(no log)'))));
-      } else {
-        box.replaceChildren(h('p', { class: 'pub-fail' }, 'Publishing failed: ', h('code', {}, err.code), ' ', err.message));
-        showError(err, 'Publishing');
-      }
+            h('pre', { class: 'build-log', 'data-testid': 'publish-log' }, String(err.extra.log ?? '(no log)')))]
+        : [h('p', { class: 'pub-fail', 'data-testid': 'publish-error' }, 'Publishing failed: ', h('code', {}, err.code), ' ', err.message)];
+      box.replaceChildren(...parts, liveNote(this.live));
+      if (err.code !== 'build_failed') showError(err, 'Publishing');
     } finally {
       $('publish').textContent = 'Publish';
       this.busy.delete('publish');
       this.updateControls();
+      refocus($('publish'));
     }
   }
 }
@@ -1724,15 +1757,26 @@ function renderDiff(view, d, from, to) {
 
 /* ---- publish ---- */
 
+/* A published site's URL as a link to a new tab, when it is one. */
+function publishLink(url, testid) {
+  url = String(url ?? '');
+  const safe = /^https?:\/\//.test(url) || url.startsWith('/');
+  return safe ? h('a', { href: url, target: '_blank', rel: 'noopener noreferrer', 'data-testid': testid }, url) : h('code', {}, url);
+}
+
 function showPublished(pub, prefix) {
   const box = $('publish-status');
   box.hidden = false;
   box.dataset.state = 'published';
-  const url = String(pub.url ?? '');
-  const safe = /^https?:\/\//.test(url) || url.startsWith('/');
-  box.replaceChildren(h('span', { class: 'pub-ok' }, prefix, ' '),
-    safe ? h('a', { href: url, target: '_blank', rel: 'noopener noreferrer', 'data-testid': 'publish-url' }, url) : h('code', {}, url),
+  box.replaceChildren(h('span', { class: 'pub-ok' }, prefix, ' '), publishLink(pub.url, 'publish-url'),
     h('span', { class: 'muted' }, pub.revision_id ? ` (revision #${pub.revision_id}${pub.built === false ? ', already built' : ''})` : ''));
+}
+
+/* After a failed publish: what visitors see meanwhile. */
+function liveNote(live) {
+  if (!live || !live.url) return h('p', { class: 'muted small-text', 'data-testid': 'publish-live' }, 'Nothing of this app is published yet.');
+  return h('p', { class: 'small-text', 'data-testid': 'publish-live' }, 'The live site is unchanged: ',
+    publishLink(live.url, 'publish-live-url'), live.revision_id ? ` (revision #${live.revision_id})` : '');
 }
 
 /* Resets the workspace DOM to its empty state before an app opens. */
@@ -1838,6 +1882,7 @@ function route() {
     if (ws && ws.appId === id && !ws.closed) return;
     if (ws) ws.close();
     showView('workspace');
+    refocus($('chat-input'));
     ws = new Workspace(id);
     ws.open();
     return;
@@ -1849,6 +1894,7 @@ function route() {
   showView('apps');
   setCrumbs([{ label: 'Apps' }]);
   document.title = 'Apps · Kiln';
+  refocus($('main')); // after setCrumbs: the breadcrumb just used is gone
   loadApps(false);
 }
 
@@ -1909,8 +1955,15 @@ async function createApp(form) {
     if (field === 'slug' || err.code === 'conflict') slugEl.setAttribute('aria-invalid', 'true');
     if (field === 'name') nameEl.setAttribute('aria-invalid', 'true');
     showError(err, 'Creating an app');
+    /* straight to the field to fix, with its text selected */
+    const bad = slugEl.getAttribute('aria-invalid') ? slugEl : nameEl.getAttribute('aria-invalid') ? nameEl : null;
+    if (bad) {
+      bad.focus();
+      bad.select();
+    }
   } finally {
     submit.disabled = false;
+    refocus(submit);
   }
 }
 
@@ -1957,8 +2010,7 @@ function init() {
     if (ok) {
       input.value = '';
       input.removeAttribute('aria-invalid');
-      route();
-      $('main').focus();
+      route(); // moves the focus into the view it opens
     } else {
       input.setAttribute('aria-invalid', 'true');
       input.select();
@@ -2027,6 +2079,23 @@ function init() {
       }
     });
   }
+
+  /* The timeline follows the newest event while it is scrolled to the
+   * bottom; keep it there when the window, and so the timeline, changes
+   * size, or the newest cards end up below the fold. */
+  const timeline = $('timeline');
+  let timelinePinned = true;
+  let timelineTop = 0;
+  timeline.addEventListener('scroll', () => {
+    /* Only the reader scrolling back up unpins it: a narrower window makes
+     * the cards taller, which moves the bottom away without a scroll. */
+    if (timeline.scrollHeight - timeline.scrollTop - timeline.clientHeight < 120) timelinePinned = true;
+    else if (timeline.scrollTop < timelineTop) timelinePinned = false;
+    timelineTop = timeline.scrollTop;
+  }, { passive: true });
+  new ResizeObserver(() => {
+    if (timelinePinned) timeline.scrollTop = timeline.scrollHeight;
+  }).observe(timeline);
 
   window.addEventListener('hashchange', route);
   route();

@@ -1,10 +1,10 @@
-// Unit tests of the page's event-stream parser and reconnect schedule, run
-// in Node on the very module the browser loads (nginx/www/app.js starts the
-// UI only when it finds a document).
+// Unit tests of the page's event-stream parser, reconnect schedule and
+// duration format, run in Node on the very module the browser loads
+// (nginx/www/app.js starts the UI only when it finds a document).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { SSEParser, SSEError, backoffDelay } from '../../nginx/www/app.js';
+import { SSEParser, SSEError, backoffDelay, formatDuration } from '../../nginx/www/app.js';
 
 function parseAll(pieces) {
   const events = [];
@@ -114,4 +114,17 @@ test('reconnect delays grow from about half a second to at most five', () => {
     assert.ok(backoffDelay(n, hi) <= 5000, 'capped');
   }
   assert.equal(backoffDelay(10, () => 0.5), 4000);
+});
+
+test('tool durations read as ms, seconds with a tenth, then minutes', () => {
+  assert.equal(formatDuration(0), '0 ms');
+  assert.equal(formatDuration(12), '12 ms');
+  assert.equal(formatDuration(999.4), '999 ms');
+  assert.equal(formatDuration(1000), '1.0 s');
+  assert.equal(formatDuration(1549), '1.5 s');
+  assert.equal(formatDuration(59999), '60.0 s');
+  assert.equal(formatDuration(60000), '1 min 0 s');
+  assert.equal(formatDuration(125400), '2 min 5 s');
+  assert.equal(formatDuration(NaN), '');
+  assert.equal(formatDuration(undefined), '');
 });
