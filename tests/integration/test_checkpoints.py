@@ -15,7 +15,7 @@ import threading
 import time
 import urllib.parse
 
-from kiln_test import ENV, eventually, expect_error, new_org, request, unique
+from kiln_test import ENV, api_restart, eventually, expect_error, new_org, request, unique
 
 ORG = {}
 
@@ -536,9 +536,9 @@ def test_diff_between_checkpoints_and_against_the_draft():
     tok = org()
     big_a = "".join("line %05d of the big file, some padding to make it longer....\n" % i for i in range(6000))
     big_b = "".join("LINE %05d OF THE BIG FILE, SOME PADDING TO MAKE IT LONGER....\n" % i for i in range(6000))
-    v0 = {"a.txt": "line1\nline2\nline3\n", "bin.dat": "\u0000\u0001bin", "gone.txt": "g\n",
+    v0 = {"a.txt": "line1\nline2\nline3\n", "0-bin.dat": "\u0000\u0001bin", "gone.txt": "g\n",
           "same.txt": "same\n", "big.txt": big_a}
-    v1 = {"a.txt": "line1\nLINE2\nline3\n", "bin.dat": "\u0000\u0002bin", "new.txt": "n\n",
+    v1 = {"a.txt": "line1\nLINE2\nline3\n", "0-bin.dat": "\u0000\u0002bin", "new.txt": "n\n",
           "same.txt": "same\n", "big.txt": big_b}
     aid = make_app(tok, v0)
     c0 = checkpoints(tok, aid)[0]["id"]
@@ -550,16 +550,17 @@ def test_diff_between_checkpoints_and_against_the_draft():
         assert d["from"] == c0 and d["to"] == (c1 if to != "draft" else "draft"), d
         assert d["added"] == ["new.txt"] and d["removed"] == ["gone.txt"], d
         changed = {e["path"]: e for e in d["changed"]}
-        assert sorted(changed) == ["a.txt", "big.txt", "bin.dat"], d["changed"]
+        assert sorted(changed) == ["0-bin.dat", "a.txt", "big.txt"], d["changed"]
         a = changed["a.txt"]
         assert a["binary"] is False and a["truncated"] is False, a
         assert a["diff"].splitlines() == ["--- a/a.txt", "+++ b/a.txt", "@@ -1,3 +1,3 @@",
                                           " line1", "-line2", "+LINE2", " line3"], a["diff"]
-        assert changed["bin.dat"]["binary"] is True and not changed["bin.dat"]["diff"], changed["bin.dat"]
+        assert changed["0-bin.dat"]["binary"] is True and not changed["0-bin.dat"]["diff"], changed["0-bin.dat"]
         big = changed["big.txt"]
         assert big["truncated"] is True and big["binary"] is False, {k: big[k] for k in ("binary", "truncated")}
         assert len(big["diff"]) < len(big_a) + len(big_b) and big["diff"].startswith("--- a/big.txt"), \
             len(big["diff"])
+        assert d["truncated"] is True and "omitted" not in big, d["truncated"]
     # the reverse direction
     d = get(ck(aid, "/%d/diff/%d" % (c1, c0)), tok)
     assert d["added"] == ["gone.txt"] and d["removed"] == ["new.txt"], d
@@ -577,22 +578,70 @@ def test_diff_between_checkpoints_and_against_the_draft():
     expect_error(request("GET", ck(aid, "/99999999/diff/draft"), token=tok), 404)
 
 
-def test_diff_of_many_changed_files_is_bounded():
+def _api_read_bytes():
+    """Bytes the API workers have read(2) so far (their /proc/PID/io rchar)."""
+    total = 0
+    for pid in _api_children():
+        try:
+            with open("/proc/%d/io" % pid) as fh:
+                total += int(next(line for line in fh if line.startswith("rchar:")).split()[1])
+        except (OSError, StopIteration):
+            continue
+    return total
+
+
+def test_diff_reads_each_archive_once_and_stops_at_its_budget():
     tok = org()
-    aid = make_app(tok, {"f/%03d.txt" % i: "old %d\n" % i for i in range(260)})
-    c0 = checkpoints(tok, aid)[0]["id"]
-    upload(tok, aid, {"f/%03d.txt" % i: "new %d\n" % i for i in range(260)})
-    c1 = checkpoints(tok, aid)[0]["id"]
+    rnd = random.Random(3)
+
+    def text(tag):
+        return "".join("%s line %d %s\n" % (tag, n, "".join(rnd.choice("abcdefghij") for _ in range(60)))
+                       for n in range(180))
+    old = {"f/%03d.txt" % i: text("old") for i in range(300)}
+    new = {"f/%03d.txt" % i: text("new") for i in range(300)}
+    # larger than one side may be: left out, and the files after it still count
+    old["a-big.txt"] = "x\n" * (600 * 1024)
+    new["a-big.txt"] = "y\n" * (600 * 1024)
+    aid = make_app(tok, old)
+    c0 = checkpoints(tok, aid)[0]
+    upload(tok, aid, new)
+    c1 = checkpoints(tok, aid)[0]
+    archives = c0["size"] + c1["size"]
+    # the stack is otherwise idle: what the workers read is this request
+    before = _api_read_bytes()
     t0 = time.time()
-    d = get(ck(aid, "/%d/diff/%d" % (c0, c1)), tok)
-    assert time.time() - t0 < 20
+    d = get(ck(aid, "/%d/diff/%d" % (c0["id"], c1["id"])), tok)
+    took = time.time() - t0
+    read = _api_read_bytes() - before
+    # each archive verified (one pass) and streamed (another): about twice
+    # their size, never a pass per changed file
+    assert read < 3 * archives + (1 << 20), (read, archives)
+    assert took < 10, took
     changed = d["changed"]
-    assert [e["path"] for e in changed] == ["f/%03d.txt" % i for i in range(260)], changed[:3]
-    with_diff = [e for e in changed if e["diff"]]
-    assert len(with_diff) >= 100, len(with_diff)
-    assert with_diff[5]["diff"].splitlines()[-2:] == ["-old 5", "+new 5"], with_diff[5]
-    assert all(e["truncated"] is True and e["diff"] is None for e in changed[len(with_diff):]), changed[-1]
-    assert changed[-1]["truncated"] is True
+    assert [e["path"] for e in changed] == ["a-big.txt"] + ["f/%03d.txt" % i for i in range(300)], changed[:2]
+    assert d["truncated"] is True
+    big = changed[0]
+    assert big["omitted"] == "too_large" and big["diff"] is None and big["truncated"] is True, big
+    diffs = [e for e in changed[1:] if e["diff"] is not None]
+    assert len(diffs) >= 5, len(diffs)
+    # every file in path order gets its diff until the output budget is
+    # spent; the one that spends it is cut, the rest are not read
+    assert changed[1:len(diffs) + 1] == diffs
+    assert all(e["truncated"] is False and "omitted" not in e for e in diffs[:-1]), diffs[-2]
+    assert diffs[0]["diff"].splitlines()[:3] == ["--- a/f/000.txt", "+++ b/f/000.txt", "@@ -1,180 +1,180 @@"]
+    assert sum(len(e["diff"].encode()) for e in diffs) <= 256 * 1024 + 200
+    rest = changed[len(diffs) + 1:]
+    assert rest and all(e["diff"] is None and e["truncated"] is True and e["omitted"] == "budget"
+                        for e in rest), rest[0]
+    # against the draft: the same bounds, the workspace read file by file
+    d = get(ck(aid, "/%d/diff/draft" % c0["id"]), tok)
+    assert [e["path"] for e in d["changed"] if e["diff"] is not None] == [e["path"] for e in diffs], \
+        [e["path"] for e in d["changed"] if e["diff"] is not None][:3]
+    # a small diff is whole and says so
+    upload(tok, aid, {"f/000.txt": old["f/000.txt"] + "one more\n"}, replace=False)
+    c2 = checkpoints(tok, aid)[0]
+    d = get(ck(aid, "/%d/diff/%d" % (c1["id"], c2["id"])), tok)
+    assert d["truncated"] is False and [e["path"] for e in d["changed"]] == ["f/000.txt"], d
 
 
 # ---- hostile archives planted on disk --------------------------------------
@@ -825,12 +874,18 @@ def _lock_holder(aid):
     return None
 
 
+def _two_trees(seed, n, sizes, every):
+    """Trees A and B of n pages each; B also changes every `every`-th page of A."""
+    rnd = random.Random(seed)
+    tree_a = {"pages/a%03d.html" % i: "<p>A %d %s</p>\n" % (i, "a" * rnd.randrange(*sizes)) for i in range(n)}
+    tree_b = {"pages/b%03d.html" % i: "<p>B %d %s</p>\n" % (i, "b" * rnd.randrange(*sizes)) for i in range(n)}
+    tree_b.update({"pages/a%03d.html" % i: "<p>changed %d</p>\n" % i for i in range(0, n, every)})
+    return tree_a, tree_b
+
+
 def test_kill_9_during_restore_leaves_old_or_new_tree():
     tok = org()
-    rnd = random.Random(7)
-    tree_a = {"pages/a%03d.html" % i: "<p>A %d %s</p>\n" % (i, "a" * rnd.randrange(200, 3000)) for i in range(300)}
-    tree_b = {"pages/b%03d.html" % i: "<p>B %d %s</p>\n" % (i, "b" * rnd.randrange(200, 3000)) for i in range(300)}
-    tree_b.update({"pages/a%03d.html" % i: "<p>changed %d</p>\n" % i for i in range(0, 300, 3)})
+    tree_a, tree_b = _two_trees(7, 300, (200, 3000), 3)
     aid = make_app(tok, tree_a)
     upload(tok, aid, tree_b)
     cb, ca = checkpoints(tok, aid)
@@ -882,3 +937,250 @@ def test_kill_9_during_restore_leaves_old_or_new_tree():
     leftovers = [n for n in os.listdir(os.path.join(ENV["KILN_STATE"], "workspaces"))
                  if n.startswith(".restore-%d-" % aid)]
     assert not leftovers, leftovers
+
+
+# ---- crash safety: every numbered point of checkpoint creation and restore ---
+#
+# A crash point (KILN_CRASH_POINT=<op>:<n>, docs/CHECKPOINTS.md) makes the
+# API worker SIGKILL itself when it gets there; the statements of the
+# database transaction are reached by holding a lock the statement needs
+# from another session and killing the worker while it waits. After each
+# kill: `kilnctl checkpoint verify` is clean, the workspace is exactly the old
+# or the new tree, and the rows say which.
+
+CREATE_POINTS = ["ckpt_write:%d" % n for n in range(1, 17)]
+RESTORE_POINTS = (["restore:1", "restore:2"] + ["ckpt_extract:%d" % n for n in range(1, 10)] +
+                  ["ckpt_swap_into:%d" % n for n in range(1, 11)] + ["restore:3"] +
+                  ["ckpt_write:%d" % n for n in range(1, 17)] + ["ckpt_record:1"])
+# a restore's workspace holds the tree before the exchange, the new one after
+RESTORE_SWAPPED_FROM = RESTORE_POINTS.index("ckpt_swap_into:6")
+
+
+class _DbLock:
+    """A MariaDB session holding a lock (taken by sql) until release()."""
+
+    def __init__(self, sql, release):
+        sock = os.path.join(ENV["KILN_STATE"], "run", "mysql.sock")
+        self.release_sql = release
+        self.p = subprocess.Popen(["mariadb", "--no-defaults", "-S", sock, "-u", "root", "-N", "-B", "-n", "kiln"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.p.stdin.write(sql + "; SELECT 'locked';\n")
+        self.p.stdin.flush()
+        while self.p.stdout.readline().strip() != "locked":
+            assert self.p.poll() is None, "the locking session ended"
+
+    def release(self):
+        self.p.stdin.write(self.release_sql + ";\n")
+        self.p.stdin.close()
+        self.p.wait(timeout=30)
+
+
+def _max_id(table):
+    return int(db("SELECT COALESCE(MAX(id), 0) FROM %s" % table)[0][0])
+
+
+# (what the worker is doing, the lock that stops it there, the statement it
+# waits in): the last read before the manifest build, then the writes of the
+# revision + checkpoint + draft pointer transaction in order
+DB_WAITS = [
+    ("reading the latest checkpoint", lambda aid: ("LOCK TABLES checkpoints WRITE", "UNLOCK TABLES"),
+     "SELECT id, app_id, run_id, revision_id, type, label, summary, archive, sha256"),
+    ("inserting the revision row",
+     lambda aid: ("BEGIN; SELECT id FROM app_revisions WHERE id > %d LOCK IN SHARE MODE" % _max_id("app_revisions"),
+                  "ROLLBACK"), "INSERT INTO app_revisions"),
+    ("inserting the checkpoint row",
+     lambda aid: ("BEGIN; SELECT id FROM checkpoints WHERE id > %d LOCK IN SHARE MODE" % _max_id("checkpoints"),
+                  "ROLLBACK"), "INSERT INTO checkpoints"),
+    ("moving the draft pointer",
+     lambda aid: ("BEGIN; SELECT id FROM apps WHERE id = %d LOCK IN SHARE MODE" % aid, "ROLLBACK"),
+     "UPDATE apps SET draft_revision_id"),
+]
+
+
+def _waiting_in(statement):
+    rows = db("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'kiln' AND INFO LIKE '%s%%'"
+              % statement)
+    return rows[0][0] != "0"
+
+
+def _background(method, path, body, tok):
+    """Sends a request in a thread; join() gives the response or the error."""
+    result = {}
+
+    def go():
+        try:
+            result["r"] = request(method, path, body, token=tok, timeout=60)
+        except Exception as e:  # the worker died under the request
+            result["r"] = e
+    th = threading.Thread(target=go)
+    th.start()
+    return th, result
+
+
+def _worker_kills():
+    """SIGKILLed API workers the master has reaped so far."""
+    with open(os.path.join(ENV["KILN_STATE"], "log", "kiln-api.log"), errors="replace") as fh:
+        return sum("killed by signal 9" in line for line in fh)
+
+
+def _died(r, kills_before, where):
+    """nginx answers 503 when the worker dies under the request."""
+    assert not isinstance(r, Exception) and r.status == 503, (where, r)
+    eventually(lambda: _worker_kills() > kills_before, timeout=10, what="the master to reap the worker")
+
+
+def _crash_with_point(point, method, path, body, tok):
+    """The request, answered by workers armed with point: it must die there."""
+    api_restart(KILN_CRASH_POINT=point)
+    kills = _worker_kills()
+    try:
+        r = request(method, path, body, token=tok, timeout=60)
+        _died(r, kills, "crash point %s not reached" % point)
+    finally:
+        api_restart()
+
+
+def _crash_in_statement(what, aid, method, path, body, tok):
+    """The request, its worker killed while it waits in a database statement."""
+    lock_sql, release_sql, statement = what[1](aid) + (what[2],)
+    kills = _worker_kills()
+    lock = _DbLock(lock_sql, release_sql)
+    try:
+        th, result = _background(method, path, body, tok)
+        eventually(lambda: _waiting_in(statement), timeout=30, interval=0.05, what="a worker " + what[0])
+        holder = _lock_holder(aid)
+        assert holder, "no worker holds app %d's lock" % aid
+        os.kill(holder, signal.SIGKILL)
+    finally:
+        lock.release()
+    th.join()
+    _died(result["r"], kills, what[0])
+
+
+def _verify_app(aid):
+    p = kilnctl_env("checkpoint", "verify", "--app", str(aid))
+    assert p.returncode == 0 and " 0 bad" in p.stdout, p.stdout + p.stderr
+
+
+def _store_tmp_empty():
+    return os.listdir(os.path.join(ENV["KILN_STATE"], "checkpoints", "tmp")) == []
+
+
+def test_kill_at_every_point_of_checkpoint_creation():
+    tok = org()
+
+    def tree(k):
+        rnd = random.Random(k)
+        files = {"pages/p%02d.html" % i: "<p>%d %s</p>\n" % (i, "x" * rnd.randrange(100, 2000)) for i in range(40)}
+        files.update({"v.txt": "version %d\n" % k, "css/site-%d.css" % (k % 3): "a { color: #%06d }\n" % k})
+        return files
+    aid = make_app(tok, tree(0))
+    points = [(p, None) for p in CREATE_POINTS] + [(None, w) for w in DB_WAITS]
+    killed = 0
+    for k, (point, wait) in enumerate(points, start=1):
+        before = app_row(tok, aid)["draft_revision_id"]
+        n_ck = len(checkpoints(tok, aid))
+        new = as_bytes(tree(k))
+        body = {"files": {p: v.decode() for p, v in new.items()}}
+        if point:
+            _crash_with_point(point, "POST", api(aid, "/revisions"), body, tok)
+        else:
+            _crash_in_statement(wait, aid, "POST", api(aid, "/revisions"), body, tok)
+        killed += 1
+        where = point or wait[0]
+        # nothing committed: the draft and the checkpoints are as before,
+        # and every archive a row names is whole
+        _verify_app(aid)
+        assert app_row(tok, aid)["draft_revision_id"] == before, where
+        assert len(checkpoints(tok, aid)) == n_ck, where
+        # the upload had written its files before the snapshot: the
+        # workspace is exactly the new tree
+        assert workspace_files(aid) == new, where
+        # a temp archive the crash left is gone once the store is reopened
+        assert _store_tmp_empty(), (where, os.listdir(os.path.join(ENV["KILN_STATE"], "checkpoints", "tmp")))
+    assert killed == len(CREATE_POINTS) + len(DB_WAITS) >= 20, killed
+    # the app is whole afterwards: an upload records, and restores back
+    final = upload(tok, aid, tree(99))
+    assert revision_files(tok, aid, final["id"]) == as_bytes(tree(99)) == workspace_files(aid)
+    first = checkpoints(tok, aid)[-1]
+    restore(tok, aid, first["id"])
+    assert workspace_files(aid) == as_bytes(tree(0)) == draft_files(tok, aid)
+    rc, out = _verify()
+    assert rc == 0, out
+
+
+def _held(aid):
+    return [n for n in os.listdir(os.path.join(ENV["KILN_STATE"], "workspaces")) if n.startswith(".kept-%d-" % aid)]
+
+
+def _tracked(files):
+    return {p: v for p, v in files.items() if not p.startswith(("node_modules/", "web/node_modules/", ".git/"))}
+
+
+def test_kill_at_every_point_of_restore():
+    tok = org()
+    tree_a, tree_b = _two_trees(5, 40, (100, 2000), 4)
+    tree_c = {"other.html": "<p>C</p>\n"}
+    aid = make_app(tok, tree_a)
+    upload(tok, aid, tree_b)
+    # the newest checkpoint, which each restore's own checkpoint is based
+    # on, shares nothing with A or B: every restore stores contents anew
+    upload(tok, aid, tree_c)
+    cc, cb, ca = checkpoints(tok, aid)
+    trees = {ca["id"]: as_bytes(tree_a), cb["id"]: as_bytes(tree_b), cc["id"]: as_bytes(tree_c)}
+    # folders no checkpoint holds, which every restore keeps
+    kept = {"node_modules/pkg/index.js": b"module.exports = 1;\n", "node_modules/.package-lock.json": b"{}",
+            "web/node_modules/lib.js": b"lib\n", ".git/HEAD": b"ref: refs/heads/main\n"}
+    for p, v in kept.items():
+        os.makedirs(os.path.dirname(os.path.join(workspace_dir(aid), p)), exist_ok=True)
+        with open(os.path.join(workspace_dir(aid), p), "wb") as fh:
+            fh.write(v)
+    current = cc["id"]
+    points = ([(p, None) for p in RESTORE_POINTS[:RESTORE_POINTS.index("ckpt_record:1")]] +
+              [(None, w) for w in DB_WAITS[1:]] + [("ckpt_record:1", None)])
+    for k, (point, wait) in enumerate(points):
+        target = cb["id"] if current == ca["id"] else ca["id"]
+        draft = app_row(tok, aid)["draft_revision_id"]
+        n_ck = len(checkpoints(tok, aid))
+        if point:
+            _crash_with_point(point, "POST", ck(aid, "/%d/restore" % target), {}, tok)
+        else:
+            _crash_in_statement(wait, aid, "POST", ck(aid, "/%d/restore" % target), {}, tok)
+        where = point or wait[0]
+        swapped = (point is None or point == "ckpt_record:1" or
+                   RESTORE_POINTS.index(point) >= RESTORE_SWAPPED_FROM)
+        want = target if swapped else current
+        # the tracked files are exactly one tree, never a mix; the kept
+        # folders are in the workspace or held beside it until the next
+        # restore call puts them back
+        ws = workspace_files(aid)
+        assert _tracked(ws) == trees[want], (where, sorted(set(ws) ^ set(trees[want]))[:5])
+        assert all(ws.get(p) == v for p, v in kept.items()) or _held(aid), where
+        _verify_app(aid)
+        # the rows: committed only when the crash came after the commit
+        committed = point == "ckpt_record:1"
+        after = app_row(tok, aid)["draft_revision_id"]
+        if committed:
+            assert after != draft and revision_files(tok, aid, after) == trees[target], where
+            assert len(checkpoints(tok, aid)) == n_ck + 1, where
+        else:
+            assert after == draft and len(checkpoints(tok, aid)) == n_ck, where
+        assert _store_tmp_empty(), where
+        # the next restore call (a dry run here) finds the workspace whole
+        d = restore(tok, aid, target, {"dry_run": True})
+        assert workspace_files(aid) == dict(trees[want], **kept), where
+        assert sorted(d["kept"]) == [".git", "node_modules", "web/node_modules"], (where, d)
+        assert not _held(aid), where
+        current = want
+    assert len(points) >= 20, len(points)
+    # a normal restore afterwards, and no staging or holding folder is left
+    target = cb["id"] if current == ca["id"] else ca["id"]
+    res = restore(tok, aid, target)
+    assert sorted(res["kept"]) == [".git", "node_modules", "web/node_modules"], res
+    assert workspace_files(aid) == dict(trees[target], **kept)
+    assert _tracked(workspace_files(aid)) == draft_files(tok, aid)
+    left = [n for n in os.listdir(os.path.join(ENV["KILN_STATE"], "workspaces"))
+            if n.startswith((".restore-%d-" % aid, ".kept-%d-" % aid))]
+    assert not left, left
+    rc, out = _verify()
+    assert rc == 0, out
