@@ -66,7 +66,7 @@ static int load_manifest(struct rctx *c, const struct ckpt_row *ck, struct manif
 		if (to_restore)
 			respond_error(c, 422, "restore_refused",
 				      "checkpoint %lld cannot be restored: its archive is missing or damaged "
-				      "(kilnctl checkpoint verify)", (long long)ck->id);
+				      "(kilnctl checkpoint verify): %s", (long long)ck->id, err.buf);
 		else
 			respond_error(c, 500, "checkpoint_unreadable",
 				      "checkpoint %lld's archive is missing or damaged (kilnctl checkpoint verify)",

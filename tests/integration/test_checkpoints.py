@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import tarfile
@@ -488,6 +489,74 @@ def test_restore_is_undo_and_can_itself_be_undone():
     assert workspace_files(aid) == post_files
 
 
+def _write_raw(aid, files):
+    """Files put in the workspace behind Kiln's back (as a command could)."""
+    for p, v in files.items():
+        path = os.path.join(workspace_dir(aid), p)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as fh:
+            fh.write(b(v))
+
+
+def test_restore_keeps_ignored_folders_and_the_dry_run_says_exactly_what_happens():
+    tok = org()
+    aid = make_app(tok, {"index.html": "<h1>one</h1>", "web/app.js": "one()"})
+    (c0,) = checkpoints(tok, aid)
+    upload(tok, aid, {"index.html": "<h1>two</h1>", "web/app.js": "two()", "extra.txt": "x"})
+    deps = {"node_modules/left-pad/index.js": "module.exports = pad;\n", "web/node_modules/x/x.js": "x\n",
+            ".git/HEAD": "ref: refs/heads/main\n", "dist/index.html": "<h1>built</h1>"}
+    _write_raw(aid, deps)
+    os.symlink("/etc/passwd", os.path.join(workspace_dir(aid), "passwd"))
+    os.mkfifo(os.path.join(workspace_dir(aid), "pipe"))
+    d = restore(tok, aid, c0["id"], {"dry_run": True})
+    assert d["dry_run"] is True and d["compared_with"] == "workspace", d
+    assert d["added"] == [] and d["changed"] == ["index.html", "web/app.js"] and d["deleted"] == ["extra.txt"], d
+    assert d["kept"] == [".git", "dist", "node_modules", "web/node_modules"], d
+    assert d["untracked_removed"] == ["passwd", "pipe"] and d["untracked_removed_count"] == 2, d
+    # nothing was touched
+    assert os.path.islink(os.path.join(workspace_dir(aid), "passwd"))
+    res = restore(tok, aid, c0["id"])
+    for k in ("added", "changed", "deleted", "kept", "untracked_removed"):
+        assert res[k] == d[k], (k, res[k], d[k])
+    ws = workspace_files(aid)
+    assert ws == dict(as_bytes({"index.html": "<h1>one</h1>", "web/app.js": "one()"}), **as_bytes(deps)), sorted(ws)
+    assert not os.path.lexists(os.path.join(workspace_dir(aid), "passwd"))
+    assert not os.path.lexists(os.path.join(workspace_dir(aid), "pipe"))
+    # the draft is the checkpoint's files; ignored folders never enter it
+    assert draft_files(tok, aid) == as_bytes({"index.html": "<h1>one</h1>", "web/app.js": "one()"})
+    # a checkpoint whose files take a kept folder's place wins over it
+    shutil.rmtree(os.path.join(workspace_dir(aid), "web"))
+    upload(tok, aid, {"index.html": "<h1>three</h1>", "web": "now a file"})
+    c_file = checkpoints(tok, aid)[0]
+    upload(tok, aid, {"index.html": "<h1>four</h1>", "web/app.js": "four()"})
+    _write_raw(aid, {"web/node_modules/x/x.js": "x\n"})
+    d = restore(tok, aid, c_file["id"], {"dry_run": True})
+    assert d["kept"] == [".git", "dist", "node_modules"] and d["untracked_removed"] == ["web/node_modules/"], d
+    res = restore(tok, aid, c_file["id"])
+    assert res["kept"] == d["kept"] and res["untracked_removed"] == d["untracked_removed"], res
+    ws = workspace_files(aid)
+    assert ws["web"] == b"now a file" and "node_modules/left-pad/index.js" in ws, sorted(ws)
+    assert not [p for p in ws if p.startswith("web/")], sorted(ws)
+
+
+def test_restore_works_when_the_workspace_is_over_its_limits():
+    tok = org()
+    aid = make_app(tok, {"index.html": "<h1>good</h1>"})
+    (c0,) = checkpoints(tok, aid)
+    draft = app_row(tok, aid)["draft_revision_id"]
+    # a command filled the workspace past ws_max_files (5000 by default)
+    _write_raw(aid, {"junk/%05d.txt" % i: "j" for i in range(5001)})
+    d = restore(tok, aid, c0["id"], {"dry_run": True})
+    assert d["compared_with"] == "draft_revision" and "5000" in d["note"], d
+    assert d["added"] == d["changed"] == d["deleted"] == [], d
+    err = expect_error(request("GET", ck(aid, "/%d/diff/draft" % c0["id"]), token=tok), 409, "workspace_over_limits")
+    assert "5000" in err["message"], err
+    res = restore(tok, aid, c0["id"], {"expected_revision_id": draft})
+    assert res["compared_with"] == "draft_revision" and res["revision"]["parent_id"] == draft, res
+    assert workspace_files(aid) == as_bytes({"index.html": "<h1>good</h1>"}) == draft_files(tok, aid)
+    assert get(ck(aid, "/%d/diff/draft" % c0["id"]), tok)["changed"] == []
+
+
 # ---- single-file revert -----------------------------------------------------
 
 def test_revert_file_restores_changed_deletes_added_and_brings_back_deleted():
@@ -670,9 +739,12 @@ class _Tar:
         return b"".join(self.parts) + (b"\0" * 1024 if end else b"")
 
 
-def _manifest(files):
+def _manifest(files, sizes=None):
+    """A kiln-checkpoint/1 manifest; sizes may claim other sizes than the data's."""
+    sizes = sizes or {}
     return json.dumps({"format": "kiln-checkpoint/1", "sources": [],
-                       "files": [{"path": p, "size": len(d), "sha256": sha(d)} for p, d in sorted(files.items())]},
+                       "files": [{"path": p, "size": sizes.get(p, len(d)), "sha256": sha(d)}
+                                 for p, d in sorted(files.items())]},
                       separators=(",", ":")).encode()
 
 
@@ -694,6 +766,11 @@ def test_hostile_archives_are_refused_and_leave_the_workspace_alone():
     current = {"index.html": "<h1>current</h1>", "x.txt": "x\n"}
     upload(tok, aid, current)
     draft = app_row(tok, aid)["draft_revision_id"]
+    n_ck = len(checkpoints(tok, aid))
+    # a folder no checkpoint holds, which a refused restore must not touch
+    deps = as_bytes({"node_modules/dep/index.js": "dep()\n"})
+    _write_raw(aid, deps)
+    current_ws = dict(as_bytes(current), **deps)
     orig = archive_of(c0["id"])
     evil_dir = os.path.join(ENV["KILN_STATE"], "evil-%d" % aid)
     evil_abs = os.path.join(ENV["KILN_STATE"], "evil-abs-%d" % aid)
@@ -714,6 +791,7 @@ def test_hostile_archives_are_refused_and_leave_the_workspace_alone():
         "symlink then through it": ok_start().add("objects", type=tarfile.SYMTYPE, linkname=evil_dir)
         .add(obj, good["index.html"]),
         "symlink object": ok_start().add(obj, type=tarfile.SYMTYPE, linkname="/etc/passwd"),
+        "relative symlink staying inside": ok_start().add(obj, type=tarfile.SYMTYPE, linkname="index.html"),
         "hard link object": ok_start().add(obj, type=tarfile.LNKTYPE, linkname="/etc/passwd"),
         "absolute entry": ok_start().add(evil_abs, b"pwned").add(obj, good["index.html"]),
         "device node": ok_start().add(obj, type=tarfile.CHRTYPE, devmajor=1, devminor=3),
@@ -726,6 +804,15 @@ def test_hostile_archives_are_refused_and_leave_the_workspace_alone():
         "manifest not first": _Tar().add(obj, good["index.html"]).add(".kiln/manifest.json", m),
         "manifest not json": _Tar().add(".kiln/manifest.json", b"{nope").add(obj, good["index.html"]),
         "huge header": ok_start().add(obj, size=100 << 30),
+        # caps: more files than max_entries (10,000), a total past
+        # max_total_size (512 MiB) in files each under max_entry_size
+        "too many entries": _Tar().add(".kiln/manifest.json",
+                                       _manifest({"f/%05d" % i: good["index.html"] for i in range(10001)}))
+        .add(obj, good["index.html"]),
+        "total over the cap": _Tar().add(".kiln/manifest.json",
+                                         _manifest({"f/%d" % i: good["index.html"] for i in range(9)},
+                                                   {"f/%d" % i: 60 << 20 for i in range(9)}))
+        .add(obj, size=60 << 20),
         "truncated": ok_start().add(obj, size=len(good["index.html"])),
         "zero bomb": ok_start().add(obj, b"\0" * (96 << 20)),
     }
@@ -739,20 +826,39 @@ def test_hostile_archives_are_refused_and_leave_the_workspace_alone():
             r = request("POST", ck(aid, "/%d/restore" % c0["id"]), {}, token=tok, timeout=60)
             assert 400 <= r.status < 500, (what, r)
             assert time.time() - t0 < 10, (what, time.time() - t0)
-            refused.append((what, r.status))
-            assert workspace_files(aid) == as_bytes(current), what
+            refused.append((what, r.status, r.json()["error"]["message"]))
+            assert workspace_files(aid) == current_ws, what
             assert app_row(tok, aid)["draft_revision_id"] == draft, what
+            assert len(checkpoints(tok, aid)) == n_ck, what
             assert not os.path.lexists(evil_dir) and not os.path.lexists(evil_abs), what
             assert not os.path.lexists(os.path.join(ENV["KILN_STATE"], "evil")), what
+            # the staging folder went with the refusal; nothing is held
+            left = [n for n in os.listdir(os.path.join(ENV["KILN_STATE"], "workspaces"))
+                    if n.startswith((".restore-%d-" % aid, ".kept-%d-" % aid))]
+            assert not left, (what, left)
             # one file: refused, or (when the hostile part is not on the way
             # to it) exactly the bytes whose sha256 the manifest names
             r = request("POST", ck(aid, "/%d/revert-file" % c0["id"]), {"path": "index.html"}, token=tok)
             assert 400 <= r.status < 500 or r.status == 200, (what, r)
             if r.status == 200:
-                assert workspace_files(aid) == dict(as_bytes(current), **good), what
+                assert workspace_files(aid) == dict(current_ws, **good), what
                 draft = upload(tok, aid, current)["id"]
-            assert workspace_files(aid) == as_bytes(current), what
+                n_ck = len(checkpoints(tok, aid))
+            assert workspace_files(aid) == current_ws, what
             assert not os.path.lexists(evil_dir) and not os.path.lexists(evil_abs), what
+        # each for its own reason
+        reasons = {"symlink then through it": "symbolic links are refused",
+                   "relative symlink staying inside": "symbolic links are refused",
+                   "hard link object": "hard links are refused", "device node": "only regular files",
+                   "fifo": "only regular files", "directory": "only regular files",
+                   "setuid object": "setuid", "absolute entry": "not a content object",
+                   "entry traversal": "not a content object", "manifest traversal": "'..'",
+                   "manifest absolute": "file \"/", "too many entries": "more than the limit of 10000",
+                   "total over the cap": "passes the limits", "huge header": "larger than the limit",
+                   "zero bomb": "larger than the limit", "wrong content": "does not match its sha256"}
+        for what, status, message in refused:
+            if what in reasons:
+                assert reasons[what] in message, (what, message)
         # an archive that is not there: refused, and never read as "the
         # checkpoint has no such file" (which would delete it)
         db("UPDATE checkpoints SET archive = '%s/%s.tar.zst', sha256 = '%s' WHERE id = %d"
@@ -761,7 +867,7 @@ def test_hostile_archives_are_refused_and_leave_the_workspace_alone():
             r = request("POST", ck(aid, "/%d/revert-file" % c0["id"]), {"path": path}, token=tok)
             assert 400 <= r.status < 500, (path, r)
         expect_error(request("POST", ck(aid, "/%d/restore" % c0["id"]), {}, token=tok), 422)
-        assert workspace_files(aid) == as_bytes(current)
+        assert workspace_files(aid) == current_ws
         assert app_row(tok, aid)["draft_revision_id"] == draft
         # a row whose archive was swapped for another valid one: the sha256 in
         # the row no longer matches
@@ -770,19 +876,19 @@ def test_hostile_archives_are_refused_and_leave_the_workspace_alone():
         db("UPDATE checkpoints SET archive = '%s', sha256 = '%s' WHERE id = %d" % (name, orig[1], c0["id"]))
         r = request("POST", ck(aid, "/%d/restore" % c0["id"]), {}, token=tok)
         assert 400 <= r.status < 500, r
-        assert workspace_files(aid) == as_bytes(current)
+        assert workspace_files(aid) == current_ws
         # control: the same hand-made archive, named honestly, restores, so
         # the refusals above were about hostility and not about the format
         db("UPDATE checkpoints SET archive = '%s', sha256 = '%s' WHERE id = %d" % (name, digest, c0["id"]))
         res = restore(tok, aid, c0["id"])
-        assert workspace_files(aid) == good == draft_files(tok, aid), res
+        assert workspace_files(aid) == dict(good, **deps) and draft_files(tok, aid) == good, res
     finally:
         db("UPDATE checkpoints SET archive = '%s', sha256 = '%s' WHERE id = %d" % (orig[0], orig[1], c0["id"]))
         for name in set(planted):
             if name not in [archive_of(c["id"])[0] for c in checkpoints(tok, aid)]:
                 os.unlink(store_path(name))
     restore(tok, aid, c0["id"])
-    assert workspace_files(aid) == as_bytes({"index.html": "<h1>old</h1>"})
+    assert workspace_files(aid) == dict(as_bytes({"index.html": "<h1>old</h1>"}), **deps)
 
 
 # ---- kilnctl checkpoint verify / gc -----------------------------------------
