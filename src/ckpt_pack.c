@@ -1160,7 +1160,9 @@ static int cmp_sha_key(const void *key, const void *elem)
 
 static int wanted(const struct ckpt_want *want, const char *sha)
 {
-	return !want || bsearch(sha, want->shas, want->n, sizeof(*want->shas), cmp_sha_key);
+	if (!want)
+		return 1;
+	return want->n && bsearch(sha, want->shas, want->n, sizeof(*want->shas), cmp_sha_key);
 }
 
 int ckpt_pack_fetch(struct ckpt_pack_reader *self, int root_fd,
