@@ -157,15 +157,21 @@ void ckpt_pack_close(struct ckpt_pack_reader *r);
 /* Called with r positioned on a needed content; must ckpt_pack_copy() it. */
 typedef int (*ckpt_got_fn)(void *ctx, struct ckpt_pack_reader *r,
 			   struct strbuf *err);
+/* A set of contents: n sha256s, sorted ascending, no duplicates. */
+struct ckpt_want {
+	const char *const *shas;
+	size_t n;
+};
 /*
  * Streams the contents a checkpoint needs, each distinct one once: from
  * self (opened, manifest read) and from every archive self names, opened
- * with the sha256 in its name. only_sha NULL = all of them, else just that
- * one. Fails if one is missing; finishes (whole-file hash) every archive
- * read, self included. self is used up either way.
+ * with the sha256 in its name; each archive is read once. want NULL = all
+ * of them, else those of the set (a sha the checkpoint lacks is skipped).
+ * Fails if one is missing; finishes (whole-file hash) every archive read,
+ * self included. self is used up either way.
  */
 int ckpt_pack_fetch(struct ckpt_pack_reader *self, int root_fd,
-		    const char *only_sha, ckpt_got_fn got, void *ctx,
+		    const struct ckpt_want *want, ckpt_got_fn got, void *ctx,
 		    struct strbuf *err);
 
 /* Appends name in quotes, control bytes escaped, at most 200 bytes of it. */

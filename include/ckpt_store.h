@@ -10,6 +10,7 @@
  *   ckpt_verify                    prove a checkpoint restorable
  *   ckpt_read_manifest             its file list
  *   ckpt_read_file                 one file's bytes, capped
+ *   ckpt_reader_*                  one verification, several files
  *   ckpt_list / ckpt_list_release  every archive name in the store
  *   ckpt_gc                        remove what no live checkpoint needs
  *
@@ -100,6 +101,28 @@ int ckpt_read_manifest(struct ckpt_store *st, const char *name,
 int ckpt_read_file(struct ckpt_store *st, const char *name,
 		   const char *expected_sha256, const char *path, size_t cap,
 		   struct strbuf *out, struct strbuf *err);
+
+/*
+ * One archive opened for reading several files: its whole-file sha256 is
+ * checked and its manifest read once, at open; ckpt_reader_fetch then
+ * streams the wanted contents in one pass over it and each source archive
+ * (each read once), checking every content's sha256 and, at the end, that
+ * no archive changed on disk meanwhile. A reader fetches once.
+ */
+struct ckpt_reader;
+int ckpt_reader_open(struct ckpt_store *st, const char *name,
+		     const char *expected_sha256, struct ckpt_reader **out,
+		     struct strbuf *err);
+/* Sorted by path; valid until ckpt_reader_close. */
+const struct manifest *ckpt_reader_manifest(const struct ckpt_reader *rd);
+/* One content, whole (at most the store's per-file limit); < 0 stops. */
+typedef int (*ckpt_content_fn)(void *ctx, const char *sha256, const char *data,
+			       size_t len);
+/* Calls fn once per content of shas (n sha256s, sorted, unique) that the
+ * checkpoint has; shas the checkpoint lacks are skipped. */
+int ckpt_reader_fetch(struct ckpt_reader *rd, const char *const *shas, size_t n,
+		      ckpt_content_fn fn, void *ctx, struct strbuf *err);
+void ckpt_reader_close(struct ckpt_reader *rd); /* NULL is fine */
 
 struct ckpt_list {
 	char (*names)[CKPT_NAME_MAX]; /* sorted */

@@ -9,6 +9,7 @@
 #include "appstate.h"
 #include "fileutil.h"
 #include "apps.h"
+#include "ckpt_crash.h"
 #include "ckpt_restore.h"
 #include "handlers.h"
 #include "log.h"
@@ -65,7 +66,7 @@ static int load_manifest(struct rctx *c, const struct ckpt_row *ck, struct manif
 		if (to_restore)
 			respond_error(c, 422, "restore_refused",
 				      "checkpoint %lld cannot be restored: its archive is missing or damaged "
-				      "(kilnctl checkpoint verify)", (long long)ck->id);
+				      "(kilnctl checkpoint verify): %s", (long long)ck->id, err.buf);
 		else
 			respond_error(c, 500, "checkpoint_unreadable",
 				      "checkpoint %lld's archive is missing or damaged (kilnctl checkpoint verify)",
@@ -73,6 +74,27 @@ static int load_manifest(struct rctx *c, const struct ckpt_row *ck, struct manif
 	}
 	strbuf_release(&err);
 	return rc < 0 ? -1 : 0;
+}
+
+/* Opens ck's archive (verified, manifest read); -1 after answering. */
+static int open_reader(struct rctx *c, const struct ckpt_row *ck, struct ckpt_reader **rd)
+{
+	struct strbuf err = STRBUF_INIT;
+	int rc = ckpt_reader_open(&c->svc->ckpts, ck->archive, ck->sha256, rd, &err);
+
+	if (rc < 0) {
+		log_error("checkpoint %lld: %s", (long long)ck->id, err.buf);
+		respond_error(c, 500, "checkpoint_unreadable",
+			      "checkpoint %lld's archive is missing or damaged (kilnctl checkpoint verify)",
+			      (long long)ck->id);
+	}
+	strbuf_release(&err);
+	return rc < 0 ? -1 : 0;
+}
+
+static int cmp_strp_api(const void *x, const void *y)
+{
+	return strcmp(*(const char *const *)x, *(const char *const *)y);
 }
 
 void h_checkpoint_get(struct rctx *c)
@@ -102,27 +124,28 @@ void h_checkpoint_file(struct rctx *c)
 		respond_file_from_checkpoint(c, &ck, c->rest);
 }
 
-/* Current files of the workspace, for comparisons. */
-static int workspace_manifest(struct rctx *c, int64_t app_id, struct manifest *m)
+/* Current files of the workspace, for comparisons. 1 when built, 0 when
+ * the workspace cannot be listed within its limits (why says so), -1
+ * after answering. */
+static int workspace_manifest(struct rctx *c, int64_t app_id, struct manifest *m,
+			      struct tool_error *why)
 {
 	struct strbuf err = STRBUF_INIT;
-	struct tool_error terr;
 	struct workspace ws;
-	int rc = -1;
+	int rc;
 
 	manifest_init(m);
-	if (app_workspace_open(c->svc->cfg, app_id, &ws, &err) == 0) {
-		rc = manifest_build(&ws, m, &terr);
-		workspace_close(&ws);
-		if (rc < 0)
-			strbuf_addf(&err, "%s", terr.message);
-	}
+	rc = app_workspace_open(c->svc->cfg, app_id, &ws, &err);
 	if (rc < 0) {
 		log_error("workspace of app %lld: %s", (long long)app_id, err.buf);
 		respond_error(c, 500, "workspace_unavailable", "the app's workspace cannot be read");
+		strbuf_release(&err);
+		return -1;
 	}
+	rc = manifest_build(&ws, m, why);
+	workspace_close(&ws);
 	strbuf_release(&err);
-	return rc;
+	return rc == 0 ? 1 : 0;
 }
 
 static json_object *delta_json(const struct manifest *from, const struct manifest *to)
@@ -136,6 +159,83 @@ static json_object *delta_json(const struct manifest *from, const struct manifes
 		json_object_object_add(o, "deleted", paths_json(d.deleted, d.ndeleted));
 		manifest_delta_release(&d);
 	}
+	return o;
+}
+
+/* The ignored_dirs names of the configuration (at most max), in buf. */
+static size_t config_ignored(const struct config *cfg, struct strbuf *buf,
+			     const char **names, size_t max)
+{
+	size_t n = 0;
+	char *save = NULL;
+
+	strbuf_addstr(buf, cfg->ignored_dirs);
+	for (char *p = strtok_r(buf->buf, ",", &save); p && n < max; p = strtok_r(NULL, ",", &save))
+		if (*p)
+			names[n++] = p;
+	names[n] = NULL;
+	return n;
+}
+
+/*
+ * Exactly what restoring target does to the workspace: the tracked files
+ * added, changed and deleted, the ignored folders kept, and the untracked
+ * entries removed. Tracked files are compared with the workspace as it is;
+ * a workspace that cannot be listed (over its limits, say) is compared
+ * with the draft revision instead, and the answer says so: restore itself
+ * never needs the workspace's manifest. NULL after answering.
+ */
+static json_object *restore_plan(struct rctx *c, const struct app_row *app,
+				 const struct manifest *target)
+{
+	struct strbuf wsdir = STRBUF_INIT, err = STRBUF_INIT, names = STRBUF_INIT;
+	struct manifest current;
+	struct tool_error why;
+	struct ckpt_keep keep;
+	const char *dropped[33];
+	json_object *o = NULL;
+	int rc;
+
+	memset(&why, 0, sizeof(why));
+	rc = workspace_manifest(c, app->id, &current, &why);
+	if (rc < 0)
+		goto out;
+	if (rc == 0 && revision_manifest(&c->svc->db, app->id, app->draft_revision_id, &current, NULL) < 0) {
+		respond_db_error(c);
+		goto out;
+	}
+	/* the restore path keeps the built-in ignored folders; the configured
+	 * ones are in no manifest either, so they are removed with the tree */
+	config_ignored(c->svc->cfg, &names, dropped, ARRAY_SIZE(dropped) - 1);
+	app_workspace_path(c->svc->cfg, app->id, &wsdir);
+	if (ckpt_keep_scan(wsdir.buf, NULL, dropped, &keep, &err) < 0) {
+		log_error("restore plan of app %lld: %s", (long long)app->id, err.buf);
+		respond_error(c, 500, "workspace_unavailable", "the app's workspace cannot be read");
+		goto out;
+	}
+	ckpt_keep_against(&keep, target);
+	o = delta_json(&current, target);
+	json_object_object_add(o, "kept", paths_json((const char *const *)keep.kept, keep.nkept));
+	json_object_object_add(o, "untracked_removed",
+			       paths_json((const char *const *)keep.untracked, keep.nuntracked));
+	json_object_object_add(o, "untracked_removed_count", json_object_new_int64((int64_t)keep.untracked_count));
+	if (keep.truncated)
+		json_object_object_add(o, "kept_truncated", json_object_new_boolean(1));
+	json_object_object_add(o, "compared_with", json_object_new_string(rc ? "workspace" : "draft_revision"));
+	if (!rc) {
+		struct strbuf note = STRBUF_INIT;
+
+		strbuf_addf(&note, "the workspace cannot be listed (%s: %s); tracked files are compared "
+			    "with the draft revision", why.code, why.message);
+		json_object_object_add(o, "note", json_object_new_string(note.buf));
+		strbuf_release(&note);
+	}
+	ckpt_keep_release(&keep);
+out:
+	manifest_release(&current);
+	strbuf_release(&wsdir);
+	strbuf_release(&err);
+	strbuf_release(&names);
 	return o;
 }
 
@@ -213,6 +313,7 @@ static void record_and_respond(struct rctx *c, const struct app_row *app, const 
 		json_object_object_add(o, "deleted", json_object_get(res.deleted));
 	}
 	snapshot_result_release(&res);
+	ckpt_crash_point("ckpt_record", 1); /* committed, not answered */
 	respond_json(c, 200, o);
 out:
 	strbuf_release(&err);
@@ -221,15 +322,14 @@ out:
 
 void h_checkpoint_restore(struct rctx *c)
 {
-	struct strbuf err = STRBUF_INIT, label = STRBUF_INIT;
-	struct manifest target, current;
+	struct strbuf err = STRBUF_INIT, label = STRBUF_INIT, wsdir = STRBUF_INIT;
+	struct manifest target;
 	struct app_row app;
 	struct ckpt_row ck;
-	json_object *body = NULL, *o;
+	json_object *body = NULL, *plan = NULL;
 	int dry_run = 0, lock = -1;
 
 	manifest_init(&target);
-	manifest_init(&current);
 	if (load_both(c, &app, &ck) < 0 || request_json_body(c, 1, &body) < 0)
 		goto out;
 	if (body_bool(c, body, "dry_run", &dry_run) < 0 || check_expected_revision(c, body, &app) < 0)
@@ -237,31 +337,43 @@ void h_checkpoint_restore(struct rctx *c)
 	lock = lock_and_recheck(c, body, &app);
 	if (lock < 0)
 		goto out;
-	if (load_manifest(c, &ck, &target, 1) < 0 || workspace_manifest(c, app.id, &current) < 0)
+	ckpt_crash_point("restore", 1);
+	/* kept folders an interrupted restore still holds go back first, so
+	 * the plan sees the workspace the restore will start from */
+	app_workspace_path(c->svc->cfg, app.id, &wsdir);
+	if (ckpt_swap_recover(wsdir.buf, &err) < 0)
+		log_error("restore of app %lld: %s", (long long)app.id, err.buf);
+	strbuf_reset(&err);
+	if (load_manifest(c, &ck, &target, 1) < 0)
+		goto out;
+	plan = restore_plan(c, &app, &target);
+	if (!plan)
 		goto out;
 	if (dry_run) {
-		o = delta_json(&current, &target);
-		json_object_object_add(o, "dry_run", json_object_new_boolean(1));
-		respond_json(c, 200, o);
+		json_object_object_add(plan, "dry_run", json_object_new_boolean(1));
+		respond_json(c, 200, plan);
+		plan = NULL;
 		goto out;
 	}
-	o = delta_json(&current, &target);
+	ckpt_crash_point("restore", 2);
 	if (app_workspace_restore(c->svc->cfg, &c->svc->ckpts, app.id, &ck, &err) < 0) {
 		log_error("restore of checkpoint %lld refused: %s", (long long)ck.id, err.buf);
-		json_object_put(o);
 		respond_error(c, 422, "restore_refused", "checkpoint %lld cannot be restored: %s",
 			      (long long)ck.id, err.buf);
 		goto out;
 	}
+	ckpt_crash_point("restore", 3);
 	strbuf_addf(&label, "Restored checkpoint %lld", (long long)ck.id);
-	record_and_respond(c, &app, label.buf, ck.label, o);
+	record_and_respond(c, &app, label.buf, ck.label, plan);
+	plan = NULL;
 out:
 	app_unlock(lock);
 	manifest_release(&target);
-	manifest_release(&current);
 	json_object_put(body);
+	json_object_put(plan);
 	strbuf_release(&err);
 	strbuf_release(&label);
+	strbuf_release(&wsdir);
 }
 
 void h_checkpoint_revert_file(struct rctx *c)
@@ -342,58 +454,215 @@ out:
 	strbuf_release(&label);
 }
 
-/* Reads one file of either side: a checkpoint, or the live workspace. */
-static int side_file(struct rctx *c, const struct ckpt_row *ck, const struct workspace *ws,
-		     const char *path, struct strbuf *out)
+/* ---- diff ----------------------------------------------------------------- */
+
+/*
+ * Work per answer is bounded: each archive (and each source archive it
+ * shares contents with) is verified and read once, whatever the number of
+ * changed files; at most DIFF_READ_BUDGET bytes of file contents are read
+ * (both sides, files in path order: once the next one does not fit,
+ * reading stops) and at most DIFF_CAP bytes of diff text are written.
+ * Files left out say why and the answer says "truncated".
+ */
+#define DIFF_CAP (256 * 1024)
+#define DIFF_READ_BUDGET (2 * 1024 * 1024)
+#define DIFF_FILE_MAX (1024 * 1024) /* one side of one file */
+
+struct diff_item {
+	const char *path;
+	const struct manifest_entry *ea, *eb;
+	const char *omitted;          /* why it is not diffed, or NULL */
+	struct strbuf a, b;           /* contents, when read */
+	int read_a, read_b;
+};
+
+struct diff_fetch {
+	struct diff_item *items;
+	size_t n;
+	int side; /* 0: ea / a, 1: eb / b */
+};
+
+/* A content of one side arrived: every selected file with that sha gets it. */
+static int diff_got(void *ctx, const char *sha, const char *data, size_t len)
+{
+	struct diff_fetch *f = ctx;
+
+	for (size_t i = 0; i < f->n; i++) {
+		struct diff_item *it = &f->items[i];
+		const struct manifest_entry *e = f->side ? it->eb : it->ea;
+
+		if (it->omitted || strcmp(e->sha256, sha))
+			continue;
+		if (strbuf_add(f->side ? &it->b : &it->a, data, len) == 0)
+			*(f->side ? &it->read_b : &it->read_a) = 1;
+	}
+	return 0;
+}
+
+/* The distinct contents one side needs for the selected files, sorted. */
+static const char **diff_wanted(const struct diff_item *items, size_t n, int side, size_t *count)
+{
+	const char **v = xcalloc(n + 1, sizeof(*v));
+	size_t k = 0;
+
+	for (size_t i = 0; i < n; i++)
+		if (!items[i].omitted)
+			v[k++] = (side ? items[i].eb : items[i].ea)->sha256;
+	if (k > 1)
+		qsort(v, k, sizeof(*v), cmp_strp_api);
+	*count = 0;
+	for (size_t i = 0; i < k; i++)
+		if (!*count || strcmp(v[*count - 1], v[i]))
+			v[(*count)++] = v[i];
+	return v;
+}
+
+static int diff_fetch_side(struct rctx *c, struct ckpt_reader *rd, const struct ckpt_row *ck,
+			   struct diff_item *items, size_t n, int side)
 {
 	struct strbuf err = STRBUF_INIT;
-	struct tool_error terr;
-	int rc;
+	struct diff_fetch f = { items, n, side };
+	size_t count;
+	const char **want = diff_wanted(items, n, side, &count);
+	int rc = ckpt_reader_fetch(rd, want, count, diff_got, &f, &err);
 
-	if (ck)
-		rc = ckpt_read_file(&c->svc->ckpts, ck->archive, ck->sha256, path, 4 << 20, out, &err);
-	else
-		rc = ws_read_file(ws, path, 4 << 20, out, &terr);
+	if (rc < 0) {
+		log_error("checkpoint %lld: %s", (long long)ck->id, err.buf);
+		respond_error(c, 500, "checkpoint_unreadable",
+			      "checkpoint %lld's archive is missing or damaged (kilnctl checkpoint verify)",
+			      (long long)ck->id);
+	}
+	free(want);
 	strbuf_release(&err);
 	return rc;
 }
 
+/* Picks what will be read, in path order, within the read budget. */
+static int diff_select(struct diff_item *items, size_t n)
+{
+	uint64_t budget = DIFF_READ_BUDGET;
+	int spent = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		uint64_t need = items[i].ea->size + items[i].eb->size;
+
+		if (spent)
+			items[i].omitted = "budget";
+		else if (items[i].ea->size > DIFF_FILE_MAX || items[i].eb->size > DIFF_FILE_MAX)
+			items[i].omitted = "too_large";
+		else if (need > budget)
+			items[i].omitted = "budget", spent = 1;
+		else
+			budget -= need;
+	}
+	return spent;
+}
+
+static json_object *diff_entry(struct diff_item *it, size_t *budget, int *truncated_any)
+{
+	json_object *e = json_object_new_object();
+	struct strbuf diff = STRBUF_INIT;
+	int truncated = 0, rc;
+
+	json_object_object_add(e, "path", json_object_new_string(it->path));
+	if (!it->omitted && !*budget)
+		it->omitted = "budget";
+	if (!it->omitted && (!it->read_a || !it->read_b))
+		it->omitted = "unreadable";
+	if (it->omitted) {
+		json_object_object_add(e, "binary", NULL);
+		json_object_object_add(e, "diff", NULL);
+		json_object_object_add(e, "truncated", json_object_new_boolean(1));
+		json_object_object_add(e, "omitted", json_object_new_string(it->omitted));
+		*truncated_any = 1;
+		return e;
+	}
+	rc = textdiff_unified(strbuf_str(&it->a), it->a.len, strbuf_str(&it->b), it->b.len,
+			      it->path, it->path, *budget, &diff, &truncated);
+	json_object_object_add(e, "binary", json_object_new_boolean(rc == TEXTDIFF_BINARY));
+	json_object_object_add(e, "diff", rc == TEXTDIFF_BINARY ? NULL :
+				   json_object_new_string_len(strbuf_str(&diff), (int)diff.len));
+	/* cut at the budget: nothing is left for the files after it */
+	*budget = truncated || diff.len >= *budget ? 0 : *budget - diff.len;
+	/* over TEXTDIFF_MAX_LINES: a note instead of a diff */
+	if (rc == TEXTDIFF_TOO_LARGE)
+		truncated = 1;
+	json_object_object_add(e, "truncated", json_object_new_boolean(truncated));
+	*truncated_any |= truncated;
+	strbuf_release(&diff);
+	return e;
+}
+
 void h_checkpoint_diff(struct rctx *c)
 {
-	struct manifest a, b;
+	struct ckpt_reader *ra = NULL, *rb = NULL;
+	struct manifest wsm;
+	const struct manifest *a, *b;
 	struct manifest_delta d;
+	struct diff_item *items = NULL;
 	struct app_row app;
 	struct ckpt_row ca, cb;
 	struct workspace ws;
-	struct strbuf err = STRBUF_INIT, fa = STRBUF_INIT, fb = STRBUF_INIT, diff = STRBUF_INIT;
+	struct strbuf err = STRBUF_INIT;
 	json_object *o = NULL, *changed;
-	int to_draft = c->id[2] == 0, ws_ok = 0, found;
-	size_t i, budget = DIFF_CAP;
+	int to_draft = c->id[2] == 0, ws_ok = 0, have_delta = 0, truncated = 0, found, rc;
+	size_t budget = DIFF_CAP;
 
-	manifest_init(&a);
-	manifest_init(&b);
-	if (load_both(c, &app, &ca) < 0 || load_manifest(c, &ca, &a, 0) < 0)
+	manifest_init(&wsm);
+	if (load_both(c, &app, &ca) < 0 || open_reader(c, &ca, &ra) < 0)
 		goto out;
+	a = ckpt_reader_manifest(ra);
 	if (to_draft) {
-		if (workspace_manifest(c, app.id, &b) < 0)
+		struct tool_error why;
+
+		rc = workspace_manifest(c, app.id, &wsm, &why);
+		if (rc < 0)
 			goto out;
+		if (rc == 0) {
+			respond_error(c, 409, !strcmp(why.code, "limit_exceeded") ? "workspace_over_limits"
+										 : "workspace_unlistable",
+				      "the draft workspace cannot be listed (%s): diff against a checkpoint instead",
+				      why.message);
+			goto out;
+		}
 		if (app_workspace_open(c->svc->cfg, app.id, &ws, &err) < 0) {
 			respond_error(c, 500, "workspace_unavailable", "the app's workspace cannot be opened");
 			goto out;
 		}
 		ws_ok = 1;
+		b = &wsm;
 	} else {
 		found = ckpt_row_load(&c->svc->db, app.id, c->id[2], &cb);
 		if (found <= 0) {
 			found < 0 ? respond_db_error(c) : respond_not_found(c);
 			goto out;
 		}
-		if (load_manifest(c, &cb, &b, 0) < 0)
+		if (open_reader(c, &cb, &rb) < 0)
 			goto out;
+		b = ckpt_reader_manifest(rb);
 	}
-	if (manifest_diff(&a, &b, &d) < 0) {
+	if (manifest_diff(a, b, &d) < 0) {
 		respond_error(c, 500, "internal", "out of memory");
 		goto out;
+	}
+	have_delta = 1;
+	items = xcalloc(d.nchanged + 1, sizeof(*items));
+	for (size_t i = 0; i < d.nchanged; i++) {
+		items[i].path = d.changed[i];
+		items[i].ea = manifest_find(a, d.changed[i]);
+		items[i].eb = manifest_find(b, d.changed[i]);
+		strbuf_init_capped(&items[i].a, DIFF_FILE_MAX);
+		strbuf_init_capped(&items[i].b, DIFF_FILE_MAX);
+	}
+	truncated = diff_select(items, d.nchanged);
+	if (diff_fetch_side(c, ra, &ca, items, d.nchanged, 0) < 0 ||
+	    (rb && diff_fetch_side(c, rb, &cb, items, d.nchanged, 1) < 0))
+		goto out;
+	for (size_t i = 0; ws_ok && i < d.nchanged; i++) {
+		struct tool_error terr;
+
+		if (!items[i].omitted)
+			items[i].read_b = ws_read_file(&ws, items[i].path, DIFF_FILE_MAX, &items[i].b, &terr) == 0;
 	}
 	o = json_object_new_object();
 	json_object_object_add(o, "from", json_object_new_int64(ca.id));
@@ -401,45 +670,23 @@ void h_checkpoint_diff(struct rctx *c)
 	json_object_object_add(o, "added", paths_json(d.added, d.nadded));
 	json_object_object_add(o, "removed", paths_json(d.deleted, d.ndeleted));
 	changed = json_object_new_array();
-	for (i = 0; i < d.nchanged; i++) {
-		json_object *e = json_object_new_object();
-		int truncated = 0, binary;
-
-		strbuf_reset(&fa);
-		strbuf_reset(&fb);
-		strbuf_reset(&diff);
-		json_object_object_add(e, "path", json_object_new_string(d.changed[i]));
-		if (i >= DIFF_MAX_FILES) {
-			json_object_object_add(e, "binary", json_object_new_boolean(0));
-			json_object_object_add(e, "diff", NULL);
-			json_object_object_add(e, "truncated", json_object_new_boolean(1));
-		} else if (side_file(c, &ca, NULL, d.changed[i], &fa) < 0 ||
-		    side_file(c, to_draft ? NULL : &cb, ws_ok ? &ws : NULL, d.changed[i], &fb) < 0) {
-			json_object_object_add(e, "error", json_object_new_string("file unreadable"));
-		} else {
-			binary = textdiff_unified(fa.buf, fa.len, fb.buf, fb.len, d.changed[i], d.changed[i],
-						  budget, &diff, &truncated);
-			json_object_object_add(e, "binary", json_object_new_boolean(binary == 1));
-			json_object_object_add(e, "diff", binary == 1 ? NULL :
-						   json_object_new_string_len(diff.buf, (int)diff.len));
-			/* over TEXTDIFF_MAX_LINES: a note instead of a diff */
-			if (binary == TEXTDIFF_TOO_LARGE)
-				truncated = 1;
-			json_object_object_add(e, "truncated", json_object_new_boolean(truncated));
-			budget = diff.len < budget ? budget - diff.len : 0;
-		}
-		json_object_array_add(changed, e);
-	}
+	for (size_t i = 0; i < d.nchanged; i++)
+		json_object_array_add(changed, diff_entry(&items[i], &budget, &truncated));
 	json_object_object_add(o, "changed", changed);
-	manifest_delta_release(&d);
+	json_object_object_add(o, "truncated", json_object_new_boolean(truncated));
 	respond_json(c, 200, o);
 out:
+	for (size_t i = 0; items && i < d.nchanged; i++) {
+		strbuf_release(&items[i].a);
+		strbuf_release(&items[i].b);
+	}
+	free(items);
+	if (have_delta)
+		manifest_delta_release(&d);
 	if (ws_ok)
 		workspace_close(&ws);
-	manifest_release(&a);
-	manifest_release(&b);
+	ckpt_reader_close(ra);
+	ckpt_reader_close(rb);
+	manifest_release(&wsm);
 	strbuf_release(&err);
-	strbuf_release(&fa);
-	strbuf_release(&fb);
-	strbuf_release(&diff);
 }

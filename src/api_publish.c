@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -14,6 +15,7 @@
 #include "api.h"
 #include "appstate.h"
 #include "apps.h"
+#include "ckpt_crash.h"
 #include "ckpt_restore.h"
 #include "cmdpolicy.h"
 #include "fileutil.h"
@@ -28,23 +30,89 @@
 #include "util.h"
 
 #define BUILD_LOG_CAP 16384
+/* how long a publish waits for another publish of the same app */
+#define PUBLISH_LOCK_WAIT_MS 60000
 
-/* "build" script of package.json in dir, or 0 when there is none. */
-static int has_build_script(const char *dir)
+#define PACKAGE_JSON_CAP (1 << 20)
+#define DEPS_NAMED_MAX 20
+
+/* What publish needs to know of a revision's package.json. */
+struct package_info {
+	int has_build;          /* scripts.build is a string */
+	json_object *deps;      /* names in dependencies and devDependencies (array) */
+};
+
+static void add_dep_names(json_object *pkg, const char *key, json_object *names)
+{
+	json_object *deps;
+
+	if (!json_object_object_get_ex(pkg, key, &deps) || !json_object_is_type(deps, json_type_object))
+		return;
+	json_object_object_foreach(deps, name, version) {
+		(void)version;
+		json_object_array_add(names, json_object_new_string(name));
+	}
+}
+
+/* A package.json that is missing or not JSON has no build script. */
+static void read_package(const char *dir, struct package_info *pi)
 {
 	struct strbuf path = STRBUF_INIT, text = STRBUF_INIT;
 	json_object *pkg = NULL, *scripts, *build;
-	int yes = 0;
 
+	pi->has_build = 0;
+	pi->deps = json_object_new_array();
 	strbuf_addf(&path, "%s/package.json", dir);
-	if (file_read_capped(path.buf, 1 << 20, &text) == 0 && (pkg = json_tokener_parse(text.buf)) &&
-	    json_object_object_get_ex(pkg, "scripts", &scripts) &&
-	    json_object_object_get_ex(scripts, "build", &build) && json_object_is_type(build, json_type_string))
-		yes = 1;
+	if (file_read_capped(path.buf, PACKAGE_JSON_CAP, &text) == 0 && (pkg = json_tokener_parse(text.buf)) &&
+	    json_object_is_type(pkg, json_type_object)) {
+		pi->has_build = json_object_object_get_ex(pkg, "scripts", &scripts) &&
+				json_object_object_get_ex(scripts, "build", &build) &&
+				json_object_is_type(build, json_type_string);
+		add_dep_names(pkg, "dependencies", pi->deps);
+		add_dep_names(pkg, "devDependencies", pi->deps);
+	}
 	json_object_put(pkg);
 	strbuf_release(&path);
 	strbuf_release(&text);
-	return yes;
+}
+
+/*
+ * A build runs offline (the sandbox has no network) in a folder made from
+ * the revision's checkpoint, and checkpoints never hold node_modules: a
+ * build that declares packages cannot find them. Rather than fail in the
+ * sandbox with a module-not-found trace, say so (422 dependencies_missing).
+ * Using the live workspace's node_modules would make the published site
+ * depend on something no revision records. -1 after answering.
+ */
+static int check_dependencies(struct rctx *c, const char *dir, const struct package_info *pi)
+{
+	struct strbuf nm = STRBUF_INIT, names = STRBUF_INIT;
+	size_t n = json_object_array_length(pi->deps);
+	json_object *extra, *listed;
+	struct stat st;
+	int present;
+
+	strbuf_addf(&nm, "%s/node_modules", dir);
+	present = lstat(nm.buf, &st) == 0 && S_ISDIR(st.st_mode);
+	strbuf_release(&nm);
+	if (!n || present)
+		return 0;
+	listed = json_object_new_array();
+	for (size_t i = 0; i < n && i < DEPS_NAMED_MAX; i++) {
+		const char *name = json_object_get_string(json_object_array_get_idx(pi->deps, i));
+
+		json_object_array_add(listed, json_object_new_string(name));
+		strbuf_addf(&names, "%s%.100s", i ? ", " : "", name);
+	}
+	extra = json_object_new_object();
+	json_object_object_add(extra, "packages", listed);
+	respond_error_extra(c, 422, "dependencies_missing", extra,
+			    "package.json declares %zu package%s (%s%s) but publish builds run offline from "
+			    "the revision's checkpoint, which never holds node_modules: make the build "
+			    "script need no packages, or commit the built files and remove the build script",
+			    n, n == 1 ? "" : "s", names.buf, n > DEPS_NAMED_MAX ? ", ..." : "");
+	strbuf_release(&names);
+	return -1;
 }
 
 /* Runs `npm run build` in the sandbox under the command policy. */
@@ -64,15 +132,15 @@ static int run_build(struct rctx *c, const char *dir, struct strbuf *log_out)
 	memset(&res, 0, sizeof(res));
 	if (cmdpolicy_load(&pol, c->svc->cfg->command_policy, &err) < 0) {
 		strbuf_addf(log_out, "command policy unreadable: %s", err.buf);
-		strbuf_release(&err);
-		return -1;
+		goto out;
 	}
 	if (cmdpolicy_check(&pol, argv, 3, 0, &timeout, &cap, &terr) < 0) {
 		strbuf_addf(log_out, "build refused by the command policy: %s", terr.message);
 		goto out;
 	}
-	/* the build may take longer than an ordinary request */
-	worker_allow_more(c->svc->slot, timeout + 30000);
+	/* the build may take longer than an ordinary request (and may have
+	 * waited for another publish first) */
+	worker_allow_more(c->svc->slot, PUBLISH_LOCK_WAIT_MS + timeout + 30000);
 	sandbox_config_default(&sc);
 	sc.run_uid = (uid_t)c->svc->cfg->sandbox_uid;
 	sc.run_gid = (gid_t)c->svc->cfg->sandbox_gid;
@@ -277,22 +345,239 @@ static void publish_json_add(json_object *o, const struct db_result *r, size_t i
 	json_object_object_add(o, "url", json_object_new_string(url));
 }
 
+/*
+ * One publish of an app at a time: they share the site's `current` link
+ * and the app's published_revision_id. A per-app flock (released if the
+ * worker dies), waited for up to PUBLISH_LOCK_WAIT_MS, then 409
+ * publish_in_progress. Returns the lock fd, or -1 after answering.
+ */
+static int publish_lock(struct rctx *c, int64_t app_id)
+{
+	struct strbuf path = STRBUF_INIT;
+	int64_t deadline = mono_ms() + PUBLISH_LOCK_WAIT_MS;
+	int fd;
+
+	state_path(c->svc->cfg, &path, "locks");
+	mkdir_p(path.buf, 0755);
+	strbuf_addf(&path, "/publish-%lld.lock", (long long)app_id);
+	fd = open(path.buf, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+	strbuf_release(&path);
+	if (fd < 0) {
+		log_error("publish lock of app %lld: %s", (long long)app_id, strerror(errno));
+		respond_error(c, 500, "publish_failed", "the publish lock cannot be opened");
+		return -1;
+	}
+	worker_allow_more(c->svc->slot, PUBLISH_LOCK_WAIT_MS + 30000);
+	while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno != EWOULDBLOCK && errno != EINTR) {
+			log_error("publish lock of app %lld: %s", (long long)app_id, strerror(errno));
+			respond_error(c, 500, "publish_failed", "the publish lock cannot be taken");
+			close(fd);
+			return -1;
+		}
+		if (mono_ms() >= deadline) {
+			respond_error(c, 409, "publish_in_progress",
+				      "another publish of this app has run for over %d s; try again when it ends",
+				      PUBLISH_LOCK_WAIT_MS / 1000);
+			close(fd);
+			return -1;
+		}
+		sleep_ms(50);
+	}
+	return fd;
+}
+
+/* "<revision>-<first 12 digits of the artifact hash>": a published tree. */
+static void tree_name(struct strbuf *out, int64_t rev_id, const char *hash)
+{
+	strbuf_addf(out, "%lld-%.12s", (long long)rev_id, hash);
+}
+
+/*
+ * The publish row is committed before `current` is switched, so a crash in
+ * between leaves the database one publish ahead of the link. Every publish
+ * first points `current` at the tree of the newest row (when that tree is
+ * there), so the two agree again even if this publish then fails. 0, or
+ * -1 after answering a database error.
+ */
+static int heal_current(struct rctx *c, int64_t app_id, const char *site)
+{
+	struct strbuf want = STRBUF_INIT, link = STRBUF_INIT, dir = STRBUF_INIT;
+	struct db_result r;
+	char target[256];
+	ssize_t n;
+
+	if (db_query(&c->svc->db, &r, "SELECT revision_id, artifact_sha256 FROM publishes WHERE id = "
+				      "(SELECT MAX(id) FROM publishes WHERE app_id = ?)", "i", app_id) < 0) {
+		respond_db_error(c);
+		return -1;
+	}
+	if (r.nrows == 1) {
+		tree_name(&want, db_int(&r, 0, 0), db_val(&r, 0, 1));
+		strbuf_addf(&link, "%s/current", site);
+		strbuf_addf(&dir, "%s/%s", site, want.buf);
+		n = readlink(link.buf, target, sizeof(target) - 1);
+		if (n >= 0)
+			target[n] = '\0';
+		if ((n < 0 || strcmp(target, want.buf)) && access(dir.buf, F_OK) == 0) {
+			log_warn("publish: %s pointed at %s, not at %s, the last recorded publish: switching",
+				 link.buf, n < 0 ? "nothing" : target, want.buf);
+			if (swap_current(site, want.buf) < 0)
+				log_error("publish: cannot switch %s: %s", link.buf, strerror(errno));
+		}
+	}
+	db_result_free(&r);
+	strbuf_release(&want);
+	strbuf_release(&link);
+	strbuf_release(&dir);
+	return 0;
+}
+
+/* The publish row and the app's published revision, together. */
+static int record_publish(struct rctx *c, int64_t app_id, int64_t rev_id, const char *hash, int built)
+{
+	struct db *db = &c->svc->db;
+
+	if (db_begin(db) < 0)
+		return -1;
+	if (db_exec(db, "INSERT INTO publishes (app_id, revision_id, artifact_sha256, built, token_id) "
+			"VALUES (?, ?, ?, ?, ?)", "iisii", app_id, rev_id, hash, (int64_t)built, c->token_id) < 0 ||
+	    db_exec(db, "UPDATE apps SET published_revision_id = ? WHERE id = ?", "ii", rev_id, app_id) < 0) {
+		db_rollback(db);
+		return -1;
+	}
+	return db_commit(db);
+}
+
+static void respond_build_failed(struct rctx *c, const char *code, const struct strbuf *blog,
+				 const char *message)
+{
+	json_object *extra = json_object_new_object();
+
+	json_object_object_add(extra, "log", json_object_new_string_len(strbuf_str(blog), (int)blog->len));
+	respond_error_extra(c, 422, code, extra, "%s", message);
+}
+
+/*
+ * Makes the tree to publish from the extracted checkpoint at build: the
+ * files as they are, or a build's output copied out of the sandbox's reach.
+ * *out names it; *built says whether a build ran. -1 after answering.
+ */
+static int make_tree(struct rctx *c, const char *build, struct strbuf *out, struct strbuf *copy,
+		     int *built)
+{
+	struct strbuf blog = STRBUF_INIT;
+	struct package_info pi;
+	int ret = -1;
+
+	read_package(build, &pi);
+	strbuf_addstr(out, build);
+	*built = pi.has_build;
+	if (!pi.has_build) {
+		ret = 0;
+		goto out;
+	}
+	if (check_dependencies(c, build, &pi) < 0)
+		goto out;
+	if (run_build(c, build, &blog) < 0) {
+		respond_build_failed(c, "build_failed", &blog,
+				     "the build failed; the last published version keeps serving");
+		goto out;
+	}
+	strbuf_reset(out);
+	strbuf_addf(out, "%s/dist", build);
+	if (access(out->buf, F_OK) != 0) {
+		strbuf_reset(out);
+		strbuf_addf(out, "%s/build", build);
+	}
+	if (access(out->buf, F_OK) != 0) {
+		strbuf_addstr(&blog, "\n[the build produced neither dist/ nor build/]");
+		respond_build_failed(c, "build_failed", &blog, "the build produced no output folder");
+		goto out;
+	}
+	strbuf_addf(copy, "%s-out", build);
+	if (copy_output(c->svc->cfg, out->buf, copy->buf, &blog) < 0) {
+		respond_build_failed(c, "build_failed", &blog, "the build output cannot be published");
+		goto out;
+	}
+	strbuf_reset(out);
+	strbuf_addstr(out, copy->buf);
+	ret = 0;
+out:
+	json_object_put(pi.deps);
+	strbuf_release(&blog);
+	return ret;
+}
+
+/* A clean folder made from the checkpoint; -1 after answering. */
+static int extract_clean(struct rctx *c, int64_t app_id, const struct ckpt_row *ck, struct strbuf *build)
+{
+	struct strbuf err = STRBUF_INIT, dir = STRBUF_INIT, prefix = STRBUF_INIT;
+	unsigned char rnd[6];
+	char hex[13];
+	int ret = 0;
+
+	if (random_bytes(rnd, sizeof(rnd)) < 0) {
+		respond_error(c, 500, "publish_failed", "no randomness for the build folder");
+		return -1;
+	}
+	hex_encode(rnd, sizeof(rnd), hex);
+	state_path(c->svc->cfg, &dir, "builds");
+	mkdir_p(dir.buf, 0755);
+	/* under the publish lock, this app's old build folders are leftovers */
+	strbuf_addf(&prefix, "%lld-", (long long)app_id);
+	prune_dir(dir.buf, prefix.buf, STALE_BUILD_SECONDS, 0, NULL);
+	state_path(c->svc->cfg, build, "builds/%lld-%s", (long long)app_id, hex);
+	if (ckpt_extract(&c->svc->ckpts, ck->archive, ck->sha256, build->buf, &err) < 0) {
+		log_error("publish: checkpoint %lld: %s", (long long)ck->id, err.buf);
+		respond_error(c, 500, "checkpoint_unreadable", "the revision's checkpoint cannot be read");
+		strbuf_reset(build); /* nothing to remove */
+		ret = -1;
+	}
+	strbuf_release(&err);
+	strbuf_release(&dir);
+	strbuf_release(&prefix);
+	return ret;
+}
+
+static void respond_publish(struct rctx *c, const struct app_row *app, unsigned files)
+{
+	struct strbuf url = STRBUF_INIT;
+	struct db_result r;
+	json_object *o;
+
+	strbuf_addf(&url, "%s/%s/%s/", c->svc->cfg->publish_base_url, c->org_slug, app->slug);
+	if (db_query(&c->svc->db, &r, "SELECT id, revision_id, artifact_sha256, built, created_at FROM publishes "
+				      "WHERE id = (SELECT MAX(id) FROM publishes WHERE app_id = ?)", "i", app->id) < 0) {
+		respond_db_error(c);
+		strbuf_release(&url);
+		return;
+	}
+	o = json_object_new_object();
+	if (r.nrows == 1) {
+		json_object *p = json_object_new_object();
+
+		publish_json_add(p, &r, 0, url.buf);
+		json_object_object_add(p, "file_count", json_object_new_int64(files));
+		json_object_object_add(o, "publish", p);
+	}
+	db_result_free(&r);
+	respond_json(c, 200, o);
+	strbuf_release(&url);
+}
+
 void h_publish(struct rctx *c)
 {
-	struct strbuf build = STRBUF_INIT, out = STRBUF_INIT, site = STRBUF_INIT, err = STRBUF_INIT;
-	struct strbuf blog = STRBUF_INIT, final = STRBUF_INIT, url = STRBUF_INIT, rel = STRBUF_INIT;
-	struct strbuf copy = STRBUF_INIT;
+	struct strbuf build = STRBUF_INIT, out = STRBUF_INIT, site = STRBUF_INIT;
+	struct strbuf final = STRBUF_INIT, rel = STRBUF_INIT, copy = STRBUF_INIT;
 	char hash[SHA256_HEX_LEN + 1];
 	struct app_row app;
 	struct ckpt_row ck;
 	struct manifest m;
-	struct db_result r;
-	json_object *body = NULL, *o;
-	int64_t rev_id, ckpt_id = 0, pub_id;
-	unsigned char rnd[6];
-	char hex[13];
+	json_object *body = NULL;
+	int64_t rev_id, ckpt_id = 0;
 	unsigned files = 0;
-	int built = 0, found;
+	int built = 0, found, lock = -1;
 
 	manifest_init(&m);
 	if (app_load(c, c->id[0], &app) < 0 || request_json_body(c, 1, &body) < 0)
@@ -314,122 +599,56 @@ void h_publish(struct rctx *c)
 				    (long long)rev_id);
 		goto out;
 	}
-	/* A clean folder made from the revision's checkpoint. */
-	random_bytes(rnd, sizeof(rnd));
-	hex_encode(rnd, sizeof(rnd), hex);
-	state_path(c->svc->cfg, &build, "builds/%lld-%s", (long long)app.id, hex);
-	state_path(c->svc->cfg, &site, "builds");
-	mkdir_p(site.buf, 0755);
-	{
-		struct strbuf prefix = STRBUF_INIT;
-
-		strbuf_addf(&prefix, "%lld-", (long long)app.id);
-		prune_dir(site.buf, prefix.buf, STALE_BUILD_SECONDS, 0, NULL);
-		strbuf_release(&prefix);
-	}
-	if (ckpt_extract(&c->svc->ckpts, ck.archive, ck.sha256, build.buf, &err) < 0) {
-		log_error("publish: checkpoint %lld: %s", (long long)ck.id, err.buf);
-		respond_error(c, 500, "checkpoint_unreadable", "the revision's checkpoint cannot be read");
+	lock = publish_lock(c, app.id);
+	if (lock < 0)
 		goto out;
-	}
-	strbuf_addstr(&out, build.buf);
-	if (has_build_script(build.buf)) {
-		built = 1;
-		if (run_build(c, build.buf, &blog) < 0) {
-			json_object *extra = json_object_new_object();
-
-			json_object_object_add(extra, "log", json_object_new_string_len(blog.buf, (int)blog.len));
-			respond_error_extra(c, 422, "build_failed", extra,
-					    "the build failed; the last published version keeps serving");
-			goto out;
-		}
-		strbuf_reset(&out);
-		strbuf_addf(&out, "%s/dist", build.buf);
-		if (access(out.buf, F_OK) != 0) {
-			strbuf_reset(&out);
-			strbuf_addf(&out, "%s/build", build.buf);
-		}
-		if (access(out.buf, F_OK) != 0) {
-			json_object *extra = json_object_new_object();
-
-			strbuf_addstr(&blog, "\n[the build produced neither dist/ nor build/]");
-			json_object_object_add(extra, "log", json_object_new_string_len(blog.buf, (int)blog.len));
-			respond_error_extra(c, 422, "build_failed", extra, "the build produced no output folder");
-			goto out;
-		}
-		strbuf_addf(&copy, "%s-out", build.buf);
-		if (copy_output(c->svc->cfg, out.buf, copy.buf, &blog) < 0) {
-			json_object *extra = json_object_new_object();
-
-			json_object_object_add(extra, "log", json_object_new_string_len(blog.buf, (int)blog.len));
-			respond_error_extra(c, 422, "build_failed", extra, "the build output cannot be published");
-			goto out;
-		}
-		strbuf_reset(&out);
-		strbuf_addstr(&out, copy.buf);
-	}
+	ckpt_crash_point("publish", 1);
+	state_path(c->svc->cfg, &site, "published/%s/%s", c->org_slug, app.slug);
+	mkdir_p(site.buf, 0755);
+	if (heal_current(c, app.id, site.buf) < 0 || extract_clean(c, app.id, &ck, &build) < 0 ||
+	    make_tree(c, build.buf, &out, &copy, &built) < 0)
+		goto out;
 	if (tree_hash(c->svc->cfg, out.buf, hash, &files) < 0) {
 		respond_error(c, 500, "publish_failed", "the build output cannot be read");
 		goto out;
 	}
-	state_path(c->svc->cfg, &site, "published/%s/%s", c->org_slug, app.slug);
-	mkdir_p(site.buf, 0755);
-	strbuf_addf(&rel, "%lld-%.12s", (long long)rev_id, hash);
+	tree_name(&rel, rev_id, hash);
 	strbuf_addf(&final, "%s/%s", site.buf, rel.buf);
-	/* the same revision and tree published at the same time: one rename
-	 * wins, and the tree it stored is this one too */
-	if (access(final.buf, F_OK) != 0 && rename(out.buf, final.buf) < 0 && errno != EEXIST &&
-	    errno != ENOTEMPTY) {
+	/* the same tree published before is the same files: keep that one */
+	if (access(final.buf, F_OK) != 0 && rename(out.buf, final.buf) < 0) {
 		log_error("publish: rename %s: %s", final.buf, strerror(errno));
 		respond_error(c, 500, "publish_failed", "the published tree could not be stored");
 		goto out;
 	}
 	fsync_dir(site.buf);
+	ckpt_crash_point("publish", 2); /* stored, not recorded */
+	if (record_publish(c, app.id, rev_id, hash, built) < 0) {
+		respond_db_error(c);
+		goto out;
+	}
+	ckpt_crash_point("publish", 3); /* recorded, the link not switched */
 	if (swap_current(site.buf, rel.buf) < 0) {
+		/* recorded: the next publish switches it (heal_current) */
+		log_error("publish: cannot switch %s/current to %s: %s", site.buf, rel.buf, strerror(errno));
 		respond_error(c, 500, "publish_failed", "the site could not be switched to the new version");
 		goto out;
 	}
+	ckpt_crash_point("publish", 4); /* switched, old trees not pruned */
 	prune_dir(site.buf, NULL, -1, PUBLISHED_KEEP, rel.buf);
-	if (db_exec(&c->svc->db, "INSERT INTO publishes (app_id, revision_id, artifact_sha256, built, token_id) "
-				 "VALUES (?, ?, ?, ?, ?)", "iisii", app.id, rev_id, hash, (int64_t)built,
-		    c->token_id) < 0 ||
-	    db_exec(&c->svc->db, "UPDATE apps SET published_revision_id = ? WHERE id = ?", "ii", rev_id,
-		    app.id) < 0) {
-		respond_db_error(c);
-		goto out;
-	}
-	pub_id = (int64_t)c->svc->db.last_insert_id;
-	strbuf_addf(&url, "%s/%s/%s/", c->svc->cfg->publish_base_url, c->org_slug, app.slug);
-	if (db_query(&c->svc->db, &r, "SELECT id, revision_id, artifact_sha256, built, created_at FROM publishes "
-				      "WHERE id = (SELECT MAX(id) FROM publishes WHERE app_id = ?)", "i", app.id) < 0) {
-		respond_db_error(c);
-		goto out;
-	}
-	o = json_object_new_object();
-	if (r.nrows == 1) {
-		json_object *p = json_object_new_object();
-
-		publish_json_add(p, &r, 0, url.buf);
-		json_object_object_add(p, "file_count", json_object_new_int64(files));
-		json_object_object_add(o, "publish", p);
-	}
-	db_result_free(&r);
-	(void)pub_id;
-	respond_json(c, 200, o);
+	respond_publish(c, &app, files);
 out:
 	if (build.len)
 		rm_rf(build.buf);
 	if (copy.len)
 		rm_rf(copy.buf);
+	if (lock >= 0)
+		close(lock); /* releases the flock */
 	manifest_release(&m);
 	json_object_put(body);
 	strbuf_release(&build);
 	strbuf_release(&out);
 	strbuf_release(&site);
-	strbuf_release(&err);
-	strbuf_release(&blog);
 	strbuf_release(&final);
-	strbuf_release(&url);
 	strbuf_release(&rel);
 	strbuf_release(&copy);
 }

@@ -8,6 +8,7 @@
 #include "kilnctl.h"
 #include "services.h"
 #include "strbuf.h"
+#include "util.h"
 
 /* Archives younger than this are never collected: a checkpoint's archive
  * is written before its row commits. */
@@ -37,17 +38,24 @@ static int name_in(const struct db_result *r, size_t col, const char *name)
 	return 0;
 }
 
-static int verify(struct config *cfg, struct db *db)
+/* Every checkpoint row (of one app when app_id > 0) against its archive. */
+static int verify(struct config *cfg, struct db *db, int64_t app_id)
 {
 	struct strbuf err = STRBUF_INIT;
 	struct ckpt_store st;
 	struct ckpt_list list;
-	struct db_result r;
+	struct db_result r, all;
 	size_t i, bad = 0, orphans = 0;
+	int rc;
 
 	if (open_store(cfg, &st) < 0)
 		return 1;
-	if (db_query(db, &r, "SELECT id, app_id, archive, sha256 FROM checkpoints ORDER BY id", "") < 0) {
+	if (app_id > 0)
+		rc = db_query(db, &r, "SELECT id, app_id, archive, sha256 FROM checkpoints WHERE app_id = ? "
+				      "ORDER BY id", "i", app_id);
+	else
+		rc = db_query(db, &r, "SELECT id, app_id, archive, sha256 FROM checkpoints ORDER BY id", "");
+	if (rc < 0) {
 		fprintf(stderr, "kilnctl: %s\n", db->errmsg);
 		ckpt_store_close(&st);
 		return 1;
@@ -60,11 +68,15 @@ static int verify(struct config *cfg, struct db *db)
 			bad++;
 		}
 	}
-	if (ckpt_list(&st, &list, &err) == 0) {
-		for (i = 0; i < list.n; i++)
-			if (!name_in(&r, 2, list.names[i]))
-				orphans++;
-		ckpt_list_release(&list);
+	/* orphans are judged against every row, whatever was checked */
+	if (db_query(db, &all, "SELECT archive FROM checkpoints", "") == 0) {
+		if (ckpt_list(&st, &list, &err) == 0) {
+			for (i = 0; i < list.n; i++)
+				if (!name_in(&all, 0, list.names[i]))
+					orphans++;
+			ckpt_list_release(&list);
+		}
+		db_result_free(&all);
 	}
 	printf("%zu checkpoints checked, %zu bad; %zu archives referenced by no row "
 	       "(kilnctl checkpoint gc removes them)\n", r.nrows, bad, orphans);
@@ -175,10 +187,15 @@ out_store:
 
 int kilnctl_checkpoint(struct config *cfg, struct db *db, int argc, char **argv)
 {
-	if (argc >= 1 && !strcmp(argv[0], "verify"))
-		return verify(cfg, db);
+	int64_t app_id = 0;
+
+	if (argc == 1 && !strcmp(argv[0], "verify"))
+		return verify(cfg, db, 0);
+	if (argc == 3 && !strcmp(argv[0], "verify") && !strcmp(argv[1], "--app") &&
+	    parse_int64(argv[2], 1, INT64_MAX, &app_id) == 0)
+		return verify(cfg, db, app_id);
 	if (argc >= 1 && !strcmp(argv[0], "gc"))
 		return gc(cfg, db, argc >= 2 && !strcmp(argv[1], "--dry-run"));
-	fprintf(stderr, "usage: kilnctl checkpoint verify | checkpoint gc [--dry-run]\n");
+	fprintf(stderr, "usage: kilnctl checkpoint verify [--app ID] | checkpoint gc [--dry-run]\n");
 	return 2;
 }

@@ -1153,33 +1153,46 @@ static int fetch_from(const struct ckpt_pack_reader *self, int root_fd,
 	return ret;
 }
 
+static int cmp_sha_key(const void *key, const void *elem)
+{
+	return strcmp(key, *(const char *const *)elem);
+}
+
+static int wanted(const struct ckpt_want *want, const char *sha)
+{
+	if (!want)
+		return 1;
+	return want->n && bsearch(sha, want->shas, want->n, sizeof(*want->shas), cmp_sha_key);
+}
+
 int ckpt_pack_fetch(struct ckpt_pack_reader *self, int root_fd,
-		    const char *only_sha, ckpt_got_fn got, void *ctx,
+		    const struct ckpt_want *want, ckpt_got_fn got, void *ctx,
 		    struct strbuf *err)
 {
 	const struct ckpt_pm *pm = &self->pm;
 	size_t *idx = xcalloc(pm->m.n + 1, sizeof(*idx));
-	size_t n = 0, start;
-	int ret = 0, in_self = !only_sha;
+	size_t n = 0, start, self_wanted = 0, self_got = 0;
+	int ret = 0;
 
-	for (size_t i = 0; i < pm->m.n; i++) {
-		if (only_sha && strcmp(pm->m.v[i].sha256, only_sha))
-			continue;
-		if (!pm->in[i])
-			in_self = 1;
-		else
+	for (size_t k = 0; k < self->nstored; k++)
+		self_wanted += wanted(want, self->stored[k].sha) != 0;
+	for (size_t i = 0; i < pm->m.n; i++)
+		if (pm->in[i] && wanted(want, pm->m.v[i].sha256))
 			idx[n++] = i;
-	}
-	while (in_self) {
+	/* this archive's contents, in its order: all of them, through to the
+	 * end of the archive (so nothing stray follows), or up to the last one
+	 * wanted */
+	while (!want || self_got < self_wanted) {
 		ret = ckpt_pack_next(self, err);
 		if (ret <= 0)
 			break;
 		ret = 0;
-		if (only_sha && strcmp(self->obj_sha, only_sha))
+		if (!wanted(want, self->obj_sha))
 			continue;
 		ret = got(ctx, self, err);
-		if (ret || only_sha)
+		if (ret)
 			break;
+		self_got++;
 	}
 	if (!ret)
 		ret = ckpt_pack_finish(self, err);

@@ -394,11 +394,13 @@ static void plan_sharing(const struct ckpt_store *st, struct ckpt_pm *pm,
 	ret = ckpt_pack_open(&r, st->root_fd, base_name, base_sha, &st->lim, &why);
 	if (!ret)
 		ret = ckpt_pack_finish(&r, &why);
-	if (!ret)
+	if (!ret) {
+		ckpt_crash_point("ckpt_write", 3);
 		share_with_base(st, pm, &r.pm, base_name);
-	else
+	} else {
 		log_warn("checkpoint store %s: base unusable, storing every file: %s",
 			 st->root, why.buf);
+	}
 	ckpt_pack_close(&r);
 	strbuf_release(&why);
 }
@@ -431,7 +433,8 @@ static int write_contents(struct ckpt_pm *pm, int fd, ckpt_open_fn open_file,
 	struct ckpt_pack_writer w;
 	struct strbuf json = STRBUF_INIT;
 	size_t *idx = ckpt_pm_order_by_sha(&pm->m);
-	int ret, first = 1;
+	size_t left = pm->stored_count;
+	int ret;
 
 	ret = ckpt_pm_to_json(pm, &json);
 	if (!ret)
@@ -439,9 +442,11 @@ static int write_contents(struct ckpt_pm *pm, int fd, ckpt_open_fn open_file,
 	else
 		memset(&w, 0, sizeof(w));
 	if (!ret)
+		ckpt_crash_point("ckpt_write", 6);
+	if (!ret)
 		ret = ckpt_pack_write_manifest(&w, json.buf, json.len, err);
 	if (!ret)
-		ckpt_crash_point("ckpt_write", 3);
+		ckpt_crash_point("ckpt_write", 7);
 	for (size_t k = 0; !ret && k < pm->m.n; k++) {
 		const struct manifest_entry *e = &pm->m.v[idx[k]];
 		int src;
@@ -458,9 +463,11 @@ static int write_contents(struct ckpt_pm *pm, int fd, ckpt_open_fn open_file,
 		}
 		ret = ckpt_pack_write_object(&w, e->sha256, e->size, src, e->path, err);
 		close(src);
-		if (!ret && first)
-			ckpt_crash_point("ckpt_write", 4);
-		first = 0;
+		left--;
+		if (!ret && left + 1 == pm->stored_count)
+			ckpt_crash_point("ckpt_write", 8);
+		if (!ret && !left)
+			ckpt_crash_point("ckpt_write", 9);
 	}
 	if (!ret)
 		ret = ckpt_pack_writer_close(&w, sha, size, err);
@@ -516,31 +523,32 @@ static int publish_archive(const struct ckpt_store *st, struct ckpt_pm *pm,
 		ret = sys_fail(err, "cannot create", tmp.buf);
 		goto out;
 	}
-	ckpt_crash_point("ckpt_write", 2);
+	ckpt_crash_point("ckpt_write", 5);
 	ret = write_contents(pm, fd, open_file, ctx, out->sha256, &out->size, err);
 	if (ret)
 		goto out;
-	ckpt_crash_point("ckpt_write", 5);
+	ckpt_crash_point("ckpt_write", 10);
 	if (fsync(fd) < 0) {
 		ret = sys_fail(err, "cannot fsync", tmp.buf);
 		goto out;
 	}
+	ckpt_crash_point("ckpt_write", 11);
 	close(fd);
 	fd = -1;
-	ckpt_crash_point("ckpt_write", 6);
+	ckpt_crash_point("ckpt_write", 12);
 	ckpt_name_from_sha(out->sha256, out->name);
 	ret = ensure_fanout(st, out->name, err);
 	if (ret)
 		goto out;
-	ckpt_crash_point("ckpt_write", 7);
+	ckpt_crash_point("ckpt_write", 13);
 	if (renameat(st->root_fd, tmp.buf, st->root_fd, out->name) < 0) {
 		ret = sys_fail(err, "cannot rename to", out->name);
 		goto out;
 	}
-	ckpt_crash_point("ckpt_write", 8);
+	ckpt_crash_point("ckpt_write", 14);
 	ret = fsync_fanout(st, out->name, err);
 	if (!ret)
-		ckpt_crash_point("ckpt_write", 9);
+		ckpt_crash_point("ckpt_write", 15);
 out:
 	if (fd >= 0)
 		close(fd);
@@ -575,16 +583,19 @@ int ckpt_write(struct ckpt_store *st, const struct manifest *m,
 		ret = ckpt_pm_check(&pm, &st->lim, err);
 	if (ret)
 		goto out;
+	ckpt_crash_point("ckpt_write", 1);
 	lock = store_lock(st, LOCK_SH, err);
 	if (lock < 0) {
 		ret = lock;
 		goto out;
 	}
-	ckpt_crash_point("ckpt_write", 1);
+	ckpt_crash_point("ckpt_write", 2);
 	plan_sharing(st, &pm, base_name, base_sha256);
 	ret = ckpt_pm_check(&pm, &st->lim, err);
-	if (!ret)
+	if (!ret) {
+		ckpt_crash_point("ckpt_write", 4);
 		ret = publish_archive(st, &pm, open_file, ctx, out, err);
+	}
 	if (!ret) {
 		out->file_count = (unsigned)pm.m.n;
 		out->content_size = pm.m.total_size;
@@ -596,6 +607,8 @@ out:
 	ckpt_pm_release(&pm);
 	if (ret)
 		memset(out, 0, sizeof(*out));
+	else
+		ckpt_crash_point("ckpt_write", 16); /* durable, no row names it yet */
 	return ret;
 }
 
@@ -636,29 +649,115 @@ int ckpt_read_manifest(struct ckpt_store *st, const char *name,
 	return ret;
 }
 
+struct ckpt_reader {
+	struct ckpt_store *st;
+	struct ckpt_pack_reader r;
+	int fetched;
+};
+
+int ckpt_reader_open(struct ckpt_store *st, const char *name,
+		     const char *expected_sha256, struct ckpt_reader **out,
+		     struct strbuf *err)
+{
+	struct ckpt_reader *rd = xcalloc(1, sizeof(*rd));
+	int ret = ckpt_pack_open(&rd->r, st->root_fd, name, expected_sha256, &st->lim, err);
+
+	rd->st = st;
+	if (ret) {
+		ckpt_reader_close(rd);
+		rd = NULL;
+	}
+	*out = rd;
+	return ret;
+}
+
+const struct manifest *ckpt_reader_manifest(const struct ckpt_reader *rd)
+{
+	return &rd->r.pm.m;
+}
+
+struct content_sink {
+	ckpt_content_fn fn;
+	void *ctx;
+	struct strbuf data;
+};
+
 static int sink_strbuf(void *ctx, const void *data, size_t len)
 {
 	return strbuf_add(ctx, data, len) < 0 ? -EFBIG : 0;
 }
 
-static int got_file(void *ctx, struct ckpt_pack_reader *r, struct strbuf *err)
+static int got_content_whole(void *ctx, struct ckpt_pack_reader *r, struct strbuf *err)
 {
-	return ckpt_pack_copy(r, sink_strbuf, ctx, err);
+	struct content_sink *cs = ctx;
+	int ret;
+
+	strbuf_reset(&cs->data);
+	/* the object's length was checked against the manifest, which the
+	 * store's limits cap */
+	ret = ckpt_pack_copy(r, sink_strbuf, &cs->data, err);
+	return ret ? ret : cs->fn(cs->ctx, r->obj_sha, strbuf_str(&cs->data), cs->data.len);
+}
+
+int ckpt_reader_fetch(struct ckpt_reader *rd, const char *const *shas, size_t n,
+		      ckpt_content_fn fn, void *ctx, struct strbuf *err)
+{
+	struct content_sink cs = { fn, ctx, STRBUF_INIT };
+	struct ckpt_want want = { shas, n };
+	int ret;
+
+	for (size_t i = 1; i < n; i++)
+		if (strcmp(shas[i - 1], shas[i]) >= 0) {
+			strbuf_addstr(err, "contents to fetch are not sorted or not unique");
+			return -EINVAL;
+		}
+	if (rd->fetched) {
+		strbuf_addf(err, "checkpoint %s was already read", rd->r.name);
+		return -EINVAL;
+	}
+	rd->fetched = 1;
+	ret = ckpt_pack_fetch(&rd->r, rd->st->root_fd, &want, got_content_whole, &cs, err);
+	strbuf_release(&cs.data);
+	return ret;
+}
+
+void ckpt_reader_close(struct ckpt_reader *rd)
+{
+	if (!rd)
+		return;
+	ckpt_pack_close(&rd->r);
+	free(rd);
+}
+
+struct one_file {
+	struct strbuf *out;
+	int found;
+};
+
+static int take_one(void *ctx, const char *sha, const char *data, size_t len)
+{
+	struct one_file *f = ctx;
+
+	(void)sha;
+	f->found = 1;
+	return strbuf_add(f->out, data, len) < 0 ? -EFBIG : 0;
 }
 
 int ckpt_read_file(struct ckpt_store *st, const char *name,
 		   const char *expected_sha256, const char *path, size_t cap,
 		   struct strbuf *out, struct strbuf *err)
 {
-	struct ckpt_pack_reader r;
-	struct strbuf data = STRBUF_INIT;
+	struct ckpt_reader *rd = NULL;
 	const struct manifest_entry *e = NULL;
-	int ret = ckpt_pack_open(&r, st->root_fd, name, expected_sha256, &st->lim, err);
+	struct strbuf data = STRBUF_INIT;
+	struct one_file f = { &data, 0 };
+	int ret = ckpt_reader_open(st, name, expected_sha256, &rd, err);
 
 	if (!ret)
-		e = manifest_find(&r.pm.m, path);
+		e = manifest_find(ckpt_reader_manifest(rd), path);
 	if (!ret && !e) {
-		ret = ckpt_pack_finish(&r, err);
+		/* the whole archive is checked before "no such file" is trusted */
+		ret = ckpt_reader_fetch(rd, NULL, 0, take_one, &f, err);
 		if (!ret) {
 			strbuf_addf(err, "checkpoint %s has no file ", name);
 			ckpt_quote(err, path);
@@ -671,12 +770,19 @@ int ckpt_read_file(struct ckpt_store *st, const char *name,
 			    (unsigned long long)e->size, cap);
 		ret = -EFBIG;
 	} else if (!ret) {
-		strbuf_init_capped(&data, (size_t)e->size);
-		ret = ckpt_pack_fetch(&r, st->root_fd, e->sha256, got_file, &data, err);
+		const char *sha = e->sha256;
+
+		ret = ckpt_reader_fetch(rd, &sha, 1, take_one, &f, err);
+		if (!ret && !f.found) {
+			strbuf_addf(err, "checkpoint %s: content of ", name);
+			ckpt_quote(err, path);
+			strbuf_addstr(err, " is missing");
+			ret = -EBADMSG;
+		}
 		if (!ret && strbuf_add(out, data.buf, data.len) < 0)
 			ret = -EFBIG;
 	}
-	ckpt_pack_close(&r);
+	ckpt_reader_close(rd);
 	strbuf_release(&data);
 	return ret;
 }

@@ -6,7 +6,10 @@
  * Must hold for every input: no crash or sanitizer report; on failure no
  * staging folder and an error message; on success a staging tree of plain
  * 0644/0755 files and 0755 folders only; ckpt_verify agrees with
- * ckpt_extract; nothing appears outside the staging folder.
+ * ckpt_extract; an archive that extracts also gives every content of its
+ * manifest, each once and hashing to its name, through ckpt_reader_fetch
+ * (the diff route's one-pass reader); nothing appears outside the staging
+ * folder.
  *
  * The store also holds one genuine checkpoint (a few small files), written
  * at start-up, so inputs can reference contents in another archive; its
@@ -113,6 +116,59 @@ static void setup(void)
 	strbuf_release(&err);
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+struct fetched {
+	size_t got;
+	int bad;
+};
+
+static int check_content(void *ctx, const char *sha, const char *data, size_t len)
+{
+	struct fetched *f = ctx;
+	char hex[65];
+
+	sha256_hex(len ? data : "", len, hex);
+	f->bad |= strcmp(hex, sha) != 0;
+	f->got++;
+	return 0;
+}
+
+/* Every distinct content of the manifest, once, through one reader. */
+static int reader_gives_all(const char *name, const char *sha)
+{
+	struct strbuf err = STRBUF_INIT;
+	struct ckpt_reader *rd = NULL;
+	struct fetched f = { 0, 0 };
+	const struct manifest *m;
+	const char **shas = NULL;
+	size_t n = 0;
+	int ok = 0;
+
+	if (ckpt_reader_open(&store, name, sha, &rd, &err) < 0)
+		goto out;
+	m = ckpt_reader_manifest(rd);
+	shas = calloc(m->n + 1, sizeof(*shas));
+	if (!shas)
+		abort();
+	for (size_t i = 0; i < m->n; i++)
+		shas[i] = m->v[i].sha256;
+	if (m->n > 1)
+		qsort(shas, m->n, sizeof(*shas), cmp_str);
+	for (size_t i = 0; i < m->n; i++)
+		if (!n || strcmp(shas[n - 1], shas[i]))
+			shas[n++] = shas[i];
+	ok = ckpt_reader_fetch(rd, shas, n, check_content, &f, &err) == 0 && f.got == n && !f.bad;
+out:
+	free(shas);
+	ckpt_reader_close(rd);
+	strbuf_release(&err);
+	return ok;
+}
+
 /* Only plain files and folders, with the only modes a restore makes. */
 static int tree_is_plain(int dfd, int depth)
 {
@@ -195,6 +251,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (sfd < 0 || !tree_is_plain(sfd, 0))
 			abort();
 		close(sfd);
+		if (!reader_gives_all(name, sha))
+			abort();
 		if (rm_rf(staging) < 0)
 			abort();
 	} else if (lstat(staging, &st) == 0 || err.len == 0) {

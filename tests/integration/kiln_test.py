@@ -128,6 +128,16 @@ def stack(*args):
                    check=True, timeout=120, capture_output=True)
 
 
+def api_restart(**env):
+    """Restarts kiln-api (tools/stack api-restart) with env added to the
+    environment, e.g. KILN_CRASH_POINT="ckpt_write:3" to arm a crash point in
+    every worker; without arguments the workers run unarmed again."""
+    e = {k: v for k, v in os.environ.items() if k != "KILN_CRASH_POINT"}
+    e.update(env)
+    subprocess.run([os.path.join(ENV["ROOT"], "tools", "stack"), "api-restart", ENV["KILN_STATE"]],
+                   check=True, timeout=120, capture_output=True, env=e)
+
+
 def run_tests(modules, only=None):
     passed = failed = 0
     for mod in modules:

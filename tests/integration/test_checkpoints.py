@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import tarfile
@@ -15,7 +16,7 @@ import threading
 import time
 import urllib.parse
 
-from kiln_test import ENV, eventually, expect_error, new_org, request, unique
+from kiln_test import ENV, api_restart, eventually, expect_error, new_org, request, unique
 
 ORG = {}
 
@@ -488,6 +489,74 @@ def test_restore_is_undo_and_can_itself_be_undone():
     assert workspace_files(aid) == post_files
 
 
+def _write_raw(aid, files):
+    """Files put in the workspace behind Kiln's back (as a command could)."""
+    for p, v in files.items():
+        path = os.path.join(workspace_dir(aid), p)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as fh:
+            fh.write(b(v))
+
+
+def test_restore_keeps_ignored_folders_and_the_dry_run_says_exactly_what_happens():
+    tok = org()
+    aid = make_app(tok, {"index.html": "<h1>one</h1>", "web/app.js": "one()"})
+    (c0,) = checkpoints(tok, aid)
+    upload(tok, aid, {"index.html": "<h1>two</h1>", "web/app.js": "two()", "extra.txt": "x"})
+    deps = {"node_modules/left-pad/index.js": "module.exports = pad;\n", "web/node_modules/x/x.js": "x\n",
+            ".git/HEAD": "ref: refs/heads/main\n", "dist/index.html": "<h1>built</h1>"}
+    _write_raw(aid, deps)
+    os.symlink("/etc/passwd", os.path.join(workspace_dir(aid), "passwd"))
+    os.mkfifo(os.path.join(workspace_dir(aid), "pipe"))
+    d = restore(tok, aid, c0["id"], {"dry_run": True})
+    assert d["dry_run"] is True and d["compared_with"] == "workspace", d
+    assert d["added"] == [] and d["changed"] == ["index.html", "web/app.js"] and d["deleted"] == ["extra.txt"], d
+    assert d["kept"] == [".git", "dist", "node_modules", "web/node_modules"], d
+    assert d["untracked_removed"] == ["passwd", "pipe"] and d["untracked_removed_count"] == 2, d
+    # nothing was touched
+    assert os.path.islink(os.path.join(workspace_dir(aid), "passwd"))
+    res = restore(tok, aid, c0["id"])
+    for k in ("added", "changed", "deleted", "kept", "untracked_removed"):
+        assert res[k] == d[k], (k, res[k], d[k])
+    ws = workspace_files(aid)
+    assert ws == dict(as_bytes({"index.html": "<h1>one</h1>", "web/app.js": "one()"}), **as_bytes(deps)), sorted(ws)
+    assert not os.path.lexists(os.path.join(workspace_dir(aid), "passwd"))
+    assert not os.path.lexists(os.path.join(workspace_dir(aid), "pipe"))
+    # the draft is the checkpoint's files; ignored folders never enter it
+    assert draft_files(tok, aid) == as_bytes({"index.html": "<h1>one</h1>", "web/app.js": "one()"})
+    # a checkpoint whose files take a kept folder's place wins over it
+    shutil.rmtree(os.path.join(workspace_dir(aid), "web"))
+    upload(tok, aid, {"index.html": "<h1>three</h1>", "web": "now a file"})
+    c_file = checkpoints(tok, aid)[0]
+    upload(tok, aid, {"index.html": "<h1>four</h1>", "web/app.js": "four()"})
+    _write_raw(aid, {"web/node_modules/x/x.js": "x\n"})
+    d = restore(tok, aid, c_file["id"], {"dry_run": True})
+    assert d["kept"] == [".git", "dist", "node_modules"] and d["untracked_removed"] == ["web/node_modules/"], d
+    res = restore(tok, aid, c_file["id"])
+    assert res["kept"] == d["kept"] and res["untracked_removed"] == d["untracked_removed"], res
+    ws = workspace_files(aid)
+    assert ws["web"] == b"now a file" and "node_modules/left-pad/index.js" in ws, sorted(ws)
+    assert not [p for p in ws if p.startswith("web/")], sorted(ws)
+
+
+def test_restore_works_when_the_workspace_is_over_its_limits():
+    tok = org()
+    aid = make_app(tok, {"index.html": "<h1>good</h1>"})
+    (c0,) = checkpoints(tok, aid)
+    draft = app_row(tok, aid)["draft_revision_id"]
+    # a command filled the workspace past ws_max_files (5000 by default)
+    _write_raw(aid, {"junk/%05d.txt" % i: "j" for i in range(5001)})
+    d = restore(tok, aid, c0["id"], {"dry_run": True})
+    assert d["compared_with"] == "draft_revision" and "5000" in d["note"], d
+    assert d["added"] == d["changed"] == d["deleted"] == [], d
+    err = expect_error(request("GET", ck(aid, "/%d/diff/draft" % c0["id"]), token=tok), 409, "workspace_over_limits")
+    assert "5000" in err["message"], err
+    res = restore(tok, aid, c0["id"], {"expected_revision_id": draft})
+    assert res["compared_with"] == "draft_revision" and res["revision"]["parent_id"] == draft, res
+    assert workspace_files(aid) == as_bytes({"index.html": "<h1>good</h1>"}) == draft_files(tok, aid)
+    assert get(ck(aid, "/%d/diff/draft" % c0["id"]), tok)["changed"] == []
+
+
 # ---- single-file revert -----------------------------------------------------
 
 def test_revert_file_restores_changed_deletes_added_and_brings_back_deleted():
@@ -536,9 +605,9 @@ def test_diff_between_checkpoints_and_against_the_draft():
     tok = org()
     big_a = "".join("line %05d of the big file, some padding to make it longer....\n" % i for i in range(6000))
     big_b = "".join("LINE %05d OF THE BIG FILE, SOME PADDING TO MAKE IT LONGER....\n" % i for i in range(6000))
-    v0 = {"a.txt": "line1\nline2\nline3\n", "bin.dat": "\u0000\u0001bin", "gone.txt": "g\n",
+    v0 = {"a.txt": "line1\nline2\nline3\n", "0-bin.dat": "\u0000\u0001bin", "gone.txt": "g\n",
           "same.txt": "same\n", "big.txt": big_a}
-    v1 = {"a.txt": "line1\nLINE2\nline3\n", "bin.dat": "\u0000\u0002bin", "new.txt": "n\n",
+    v1 = {"a.txt": "line1\nLINE2\nline3\n", "0-bin.dat": "\u0000\u0002bin", "new.txt": "n\n",
           "same.txt": "same\n", "big.txt": big_b}
     aid = make_app(tok, v0)
     c0 = checkpoints(tok, aid)[0]["id"]
@@ -550,16 +619,17 @@ def test_diff_between_checkpoints_and_against_the_draft():
         assert d["from"] == c0 and d["to"] == (c1 if to != "draft" else "draft"), d
         assert d["added"] == ["new.txt"] and d["removed"] == ["gone.txt"], d
         changed = {e["path"]: e for e in d["changed"]}
-        assert sorted(changed) == ["a.txt", "big.txt", "bin.dat"], d["changed"]
+        assert sorted(changed) == ["0-bin.dat", "a.txt", "big.txt"], d["changed"]
         a = changed["a.txt"]
         assert a["binary"] is False and a["truncated"] is False, a
         assert a["diff"].splitlines() == ["--- a/a.txt", "+++ b/a.txt", "@@ -1,3 +1,3 @@",
                                           " line1", "-line2", "+LINE2", " line3"], a["diff"]
-        assert changed["bin.dat"]["binary"] is True and not changed["bin.dat"]["diff"], changed["bin.dat"]
+        assert changed["0-bin.dat"]["binary"] is True and not changed["0-bin.dat"]["diff"], changed["0-bin.dat"]
         big = changed["big.txt"]
         assert big["truncated"] is True and big["binary"] is False, {k: big[k] for k in ("binary", "truncated")}
         assert len(big["diff"]) < len(big_a) + len(big_b) and big["diff"].startswith("--- a/big.txt"), \
             len(big["diff"])
+        assert d["truncated"] is True and "omitted" not in big, d["truncated"]
     # the reverse direction
     d = get(ck(aid, "/%d/diff/%d" % (c1, c0)), tok)
     assert d["added"] == ["gone.txt"] and d["removed"] == ["new.txt"], d
@@ -577,22 +647,70 @@ def test_diff_between_checkpoints_and_against_the_draft():
     expect_error(request("GET", ck(aid, "/99999999/diff/draft"), token=tok), 404)
 
 
-def test_diff_of_many_changed_files_is_bounded():
+def _api_read_bytes():
+    """Bytes the API workers have read(2) so far (their /proc/PID/io rchar)."""
+    total = 0
+    for pid in _api_children():
+        try:
+            with open("/proc/%d/io" % pid) as fh:
+                total += int(next(line for line in fh if line.startswith("rchar:")).split()[1])
+        except (OSError, StopIteration):
+            continue
+    return total
+
+
+def test_diff_reads_each_archive_once_and_stops_at_its_budget():
     tok = org()
-    aid = make_app(tok, {"f/%03d.txt" % i: "old %d\n" % i for i in range(260)})
-    c0 = checkpoints(tok, aid)[0]["id"]
-    upload(tok, aid, {"f/%03d.txt" % i: "new %d\n" % i for i in range(260)})
-    c1 = checkpoints(tok, aid)[0]["id"]
+    rnd = random.Random(3)
+
+    def text(tag):
+        return "".join("%s line %d %s\n" % (tag, n, "".join(rnd.choice("abcdefghij") for _ in range(60)))
+                       for n in range(180))
+    old = {"f/%03d.txt" % i: text("old") for i in range(300)}
+    new = {"f/%03d.txt" % i: text("new") for i in range(300)}
+    # larger than one side may be: left out, and the files after it still count
+    old["a-big.txt"] = "x\n" * (600 * 1024)
+    new["a-big.txt"] = "y\n" * (600 * 1024)
+    aid = make_app(tok, old)
+    c0 = checkpoints(tok, aid)[0]
+    upload(tok, aid, new)
+    c1 = checkpoints(tok, aid)[0]
+    archives = c0["size"] + c1["size"]
+    # the stack is otherwise idle: what the workers read is this request
+    before = _api_read_bytes()
     t0 = time.time()
-    d = get(ck(aid, "/%d/diff/%d" % (c0, c1)), tok)
-    assert time.time() - t0 < 20
+    d = get(ck(aid, "/%d/diff/%d" % (c0["id"], c1["id"])), tok)
+    took = time.time() - t0
+    read = _api_read_bytes() - before
+    # each archive verified (one pass) and streamed (another): about twice
+    # their size, never a pass per changed file
+    assert read < 3 * archives + (1 << 20), (read, archives)
+    assert took < 10, took
     changed = d["changed"]
-    assert [e["path"] for e in changed] == ["f/%03d.txt" % i for i in range(260)], changed[:3]
-    with_diff = [e for e in changed if e["diff"]]
-    assert len(with_diff) >= 100, len(with_diff)
-    assert with_diff[5]["diff"].splitlines()[-2:] == ["-old 5", "+new 5"], with_diff[5]
-    assert all(e["truncated"] is True and e["diff"] is None for e in changed[len(with_diff):]), changed[-1]
-    assert changed[-1]["truncated"] is True
+    assert [e["path"] for e in changed] == ["a-big.txt"] + ["f/%03d.txt" % i for i in range(300)], changed[:2]
+    assert d["truncated"] is True
+    big = changed[0]
+    assert big["omitted"] == "too_large" and big["diff"] is None and big["truncated"] is True, big
+    diffs = [e for e in changed[1:] if e["diff"] is not None]
+    assert len(diffs) >= 5, len(diffs)
+    # every file in path order gets its diff until the output budget is
+    # spent; the one that spends it is cut, the rest are not read
+    assert changed[1:len(diffs) + 1] == diffs
+    assert all(e["truncated"] is False and "omitted" not in e for e in diffs[:-1]), diffs[-2]
+    assert diffs[0]["diff"].splitlines()[:3] == ["--- a/f/000.txt", "+++ b/f/000.txt", "@@ -1,180 +1,180 @@"]
+    assert sum(len(e["diff"].encode()) for e in diffs) <= 256 * 1024 + 200
+    rest = changed[len(diffs) + 1:]
+    assert rest and all(e["diff"] is None and e["truncated"] is True and e["omitted"] == "budget"
+                        for e in rest), rest[0]
+    # against the draft: the same bounds, the workspace read file by file
+    d = get(ck(aid, "/%d/diff/draft" % c0["id"]), tok)
+    assert [e["path"] for e in d["changed"] if e["diff"] is not None] == [e["path"] for e in diffs], \
+        [e["path"] for e in d["changed"] if e["diff"] is not None][:3]
+    # a small diff is whole and says so
+    upload(tok, aid, {"f/000.txt": old["f/000.txt"] + "one more\n"}, replace=False)
+    c2 = checkpoints(tok, aid)[0]
+    d = get(ck(aid, "/%d/diff/%d" % (c1["id"], c2["id"])), tok)
+    assert d["truncated"] is False and [e["path"] for e in d["changed"]] == ["f/000.txt"], d
 
 
 # ---- hostile archives planted on disk --------------------------------------
@@ -621,9 +739,12 @@ class _Tar:
         return b"".join(self.parts) + (b"\0" * 1024 if end else b"")
 
 
-def _manifest(files):
+def _manifest(files, sizes=None):
+    """A kiln-checkpoint/1 manifest; sizes may claim other sizes than the data's."""
+    sizes = sizes or {}
     return json.dumps({"format": "kiln-checkpoint/1", "sources": [],
-                       "files": [{"path": p, "size": len(d), "sha256": sha(d)} for p, d in sorted(files.items())]},
+                       "files": [{"path": p, "size": sizes.get(p, len(d)), "sha256": sha(d)}
+                                 for p, d in sorted(files.items())]},
                       separators=(",", ":")).encode()
 
 
@@ -645,6 +766,11 @@ def test_hostile_archives_are_refused_and_leave_the_workspace_alone():
     current = {"index.html": "<h1>current</h1>", "x.txt": "x\n"}
     upload(tok, aid, current)
     draft = app_row(tok, aid)["draft_revision_id"]
+    n_ck = len(checkpoints(tok, aid))
+    # a folder no checkpoint holds, which a refused restore must not touch
+    deps = as_bytes({"node_modules/dep/index.js": "dep()\n"})
+    _write_raw(aid, deps)
+    current_ws = dict(as_bytes(current), **deps)
     orig = archive_of(c0["id"])
     evil_dir = os.path.join(ENV["KILN_STATE"], "evil-%d" % aid)
     evil_abs = os.path.join(ENV["KILN_STATE"], "evil-abs-%d" % aid)
@@ -665,6 +791,7 @@ def test_hostile_archives_are_refused_and_leave_the_workspace_alone():
         "symlink then through it": ok_start().add("objects", type=tarfile.SYMTYPE, linkname=evil_dir)
         .add(obj, good["index.html"]),
         "symlink object": ok_start().add(obj, type=tarfile.SYMTYPE, linkname="/etc/passwd"),
+        "relative symlink staying inside": ok_start().add(obj, type=tarfile.SYMTYPE, linkname="index.html"),
         "hard link object": ok_start().add(obj, type=tarfile.LNKTYPE, linkname="/etc/passwd"),
         "absolute entry": ok_start().add(evil_abs, b"pwned").add(obj, good["index.html"]),
         "device node": ok_start().add(obj, type=tarfile.CHRTYPE, devmajor=1, devminor=3),
@@ -677,6 +804,15 @@ def test_hostile_archives_are_refused_and_leave_the_workspace_alone():
         "manifest not first": _Tar().add(obj, good["index.html"]).add(".kiln/manifest.json", m),
         "manifest not json": _Tar().add(".kiln/manifest.json", b"{nope").add(obj, good["index.html"]),
         "huge header": ok_start().add(obj, size=100 << 30),
+        # caps: more files than max_entries (10,000), a total past
+        # max_total_size (512 MiB) in files each under max_entry_size
+        "too many entries": _Tar().add(".kiln/manifest.json",
+                                       _manifest({"f/%05d" % i: good["index.html"] for i in range(10001)}))
+        .add(obj, good["index.html"]),
+        "total over the cap": _Tar().add(".kiln/manifest.json",
+                                         _manifest({"f/%d" % i: good["index.html"] for i in range(9)},
+                                                   {"f/%d" % i: 60 << 20 for i in range(9)}))
+        .add(obj, size=60 << 20),
         "truncated": ok_start().add(obj, size=len(good["index.html"])),
         "zero bomb": ok_start().add(obj, b"\0" * (96 << 20)),
     }
@@ -690,20 +826,39 @@ def test_hostile_archives_are_refused_and_leave_the_workspace_alone():
             r = request("POST", ck(aid, "/%d/restore" % c0["id"]), {}, token=tok, timeout=60)
             assert 400 <= r.status < 500, (what, r)
             assert time.time() - t0 < 10, (what, time.time() - t0)
-            refused.append((what, r.status))
-            assert workspace_files(aid) == as_bytes(current), what
+            refused.append((what, r.status, r.json()["error"]["message"]))
+            assert workspace_files(aid) == current_ws, what
             assert app_row(tok, aid)["draft_revision_id"] == draft, what
+            assert len(checkpoints(tok, aid)) == n_ck, what
             assert not os.path.lexists(evil_dir) and not os.path.lexists(evil_abs), what
             assert not os.path.lexists(os.path.join(ENV["KILN_STATE"], "evil")), what
+            # the staging folder went with the refusal; nothing is held
+            left = [n for n in os.listdir(os.path.join(ENV["KILN_STATE"], "workspaces"))
+                    if n.startswith((".restore-%d-" % aid, ".kept-%d-" % aid))]
+            assert not left, (what, left)
             # one file: refused, or (when the hostile part is not on the way
             # to it) exactly the bytes whose sha256 the manifest names
             r = request("POST", ck(aid, "/%d/revert-file" % c0["id"]), {"path": "index.html"}, token=tok)
             assert 400 <= r.status < 500 or r.status == 200, (what, r)
             if r.status == 200:
-                assert workspace_files(aid) == dict(as_bytes(current), **good), what
+                assert workspace_files(aid) == dict(current_ws, **good), what
                 draft = upload(tok, aid, current)["id"]
-            assert workspace_files(aid) == as_bytes(current), what
+                n_ck = len(checkpoints(tok, aid))
+            assert workspace_files(aid) == current_ws, what
             assert not os.path.lexists(evil_dir) and not os.path.lexists(evil_abs), what
+        # each for its own reason
+        reasons = {"symlink then through it": "symbolic links are refused",
+                   "relative symlink staying inside": "symbolic links are refused",
+                   "hard link object": "hard links are refused", "device node": "only regular files",
+                   "fifo": "only regular files", "directory": "only regular files",
+                   "setuid object": "setuid", "absolute entry": "not a content object",
+                   "entry traversal": "not a content object", "manifest traversal": "'..'",
+                   "manifest absolute": "file \"/", "too many entries": "more than the limit of 10000",
+                   "total over the cap": "passes the limits", "huge header": "larger than the limit",
+                   "zero bomb": "larger than the limit", "wrong content": "does not match its sha256"}
+        for what, status, message in refused:
+            if what in reasons:
+                assert reasons[what] in message, (what, message)
         # an archive that is not there: refused, and never read as "the
         # checkpoint has no such file" (which would delete it)
         db("UPDATE checkpoints SET archive = '%s/%s.tar.zst', sha256 = '%s' WHERE id = %d"
@@ -712,7 +867,7 @@ def test_hostile_archives_are_refused_and_leave_the_workspace_alone():
             r = request("POST", ck(aid, "/%d/revert-file" % c0["id"]), {"path": path}, token=tok)
             assert 400 <= r.status < 500, (path, r)
         expect_error(request("POST", ck(aid, "/%d/restore" % c0["id"]), {}, token=tok), 422)
-        assert workspace_files(aid) == as_bytes(current)
+        assert workspace_files(aid) == current_ws
         assert app_row(tok, aid)["draft_revision_id"] == draft
         # a row whose archive was swapped for another valid one: the sha256 in
         # the row no longer matches
@@ -721,19 +876,19 @@ def test_hostile_archives_are_refused_and_leave_the_workspace_alone():
         db("UPDATE checkpoints SET archive = '%s', sha256 = '%s' WHERE id = %d" % (name, orig[1], c0["id"]))
         r = request("POST", ck(aid, "/%d/restore" % c0["id"]), {}, token=tok)
         assert 400 <= r.status < 500, r
-        assert workspace_files(aid) == as_bytes(current)
+        assert workspace_files(aid) == current_ws
         # control: the same hand-made archive, named honestly, restores, so
         # the refusals above were about hostility and not about the format
         db("UPDATE checkpoints SET archive = '%s', sha256 = '%s' WHERE id = %d" % (name, digest, c0["id"]))
         res = restore(tok, aid, c0["id"])
-        assert workspace_files(aid) == good == draft_files(tok, aid), res
+        assert workspace_files(aid) == dict(good, **deps) and draft_files(tok, aid) == good, res
     finally:
         db("UPDATE checkpoints SET archive = '%s', sha256 = '%s' WHERE id = %d" % (orig[0], orig[1], c0["id"]))
         for name in set(planted):
             if name not in [archive_of(c["id"])[0] for c in checkpoints(tok, aid)]:
                 os.unlink(store_path(name))
     restore(tok, aid, c0["id"])
-    assert workspace_files(aid) == as_bytes({"index.html": "<h1>old</h1>"})
+    assert workspace_files(aid) == dict(as_bytes({"index.html": "<h1>old</h1>"}), **deps)
 
 
 # ---- kilnctl checkpoint verify / gc -----------------------------------------
@@ -825,12 +980,18 @@ def _lock_holder(aid):
     return None
 
 
+def _two_trees(seed, n, sizes, every):
+    """Trees A and B of n pages each; B also changes every `every`-th page of A."""
+    rnd = random.Random(seed)
+    tree_a = {"pages/a%03d.html" % i: "<p>A %d %s</p>\n" % (i, "a" * rnd.randrange(*sizes)) for i in range(n)}
+    tree_b = {"pages/b%03d.html" % i: "<p>B %d %s</p>\n" % (i, "b" * rnd.randrange(*sizes)) for i in range(n)}
+    tree_b.update({"pages/a%03d.html" % i: "<p>changed %d</p>\n" % i for i in range(0, n, every)})
+    return tree_a, tree_b
+
+
 def test_kill_9_during_restore_leaves_old_or_new_tree():
     tok = org()
-    rnd = random.Random(7)
-    tree_a = {"pages/a%03d.html" % i: "<p>A %d %s</p>\n" % (i, "a" * rnd.randrange(200, 3000)) for i in range(300)}
-    tree_b = {"pages/b%03d.html" % i: "<p>B %d %s</p>\n" % (i, "b" * rnd.randrange(200, 3000)) for i in range(300)}
-    tree_b.update({"pages/a%03d.html" % i: "<p>changed %d</p>\n" % i for i in range(0, 300, 3)})
+    tree_a, tree_b = _two_trees(7, 300, (200, 3000), 3)
     aid = make_app(tok, tree_a)
     upload(tok, aid, tree_b)
     cb, ca = checkpoints(tok, aid)
@@ -882,3 +1043,250 @@ def test_kill_9_during_restore_leaves_old_or_new_tree():
     leftovers = [n for n in os.listdir(os.path.join(ENV["KILN_STATE"], "workspaces"))
                  if n.startswith(".restore-%d-" % aid)]
     assert not leftovers, leftovers
+
+
+# ---- crash safety: every numbered point of checkpoint creation and restore ---
+#
+# A crash point (KILN_CRASH_POINT=<op>:<n>, docs/CHECKPOINTS.md) makes the
+# API worker SIGKILL itself when it gets there; the statements of the
+# database transaction are reached by holding a lock the statement needs
+# from another session and killing the worker while it waits. After each
+# kill: `kilnctl checkpoint verify` is clean, the workspace is exactly the old
+# or the new tree, and the rows say which.
+
+CREATE_POINTS = ["ckpt_write:%d" % n for n in range(1, 17)]
+RESTORE_POINTS = (["restore:1", "restore:2"] + ["ckpt_extract:%d" % n for n in range(1, 10)] +
+                  ["ckpt_swap_into:%d" % n for n in range(1, 11)] + ["restore:3"] +
+                  ["ckpt_write:%d" % n for n in range(1, 17)] + ["ckpt_record:1"])
+# a restore's workspace holds the tree before the exchange, the new one after
+RESTORE_SWAPPED_FROM = RESTORE_POINTS.index("ckpt_swap_into:6")
+
+
+class _DbLock:
+    """A MariaDB session holding a lock (taken by sql) until release()."""
+
+    def __init__(self, sql, release):
+        sock = os.path.join(ENV["KILN_STATE"], "run", "mysql.sock")
+        self.release_sql = release
+        self.p = subprocess.Popen(["mariadb", "--no-defaults", "-S", sock, "-u", "root", "-N", "-B", "-n", "kiln"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.p.stdin.write(sql + "; SELECT 'locked';\n")
+        self.p.stdin.flush()
+        while self.p.stdout.readline().strip() != "locked":
+            assert self.p.poll() is None, "the locking session ended"
+
+    def release(self):
+        self.p.stdin.write(self.release_sql + ";\n")
+        self.p.stdin.close()
+        self.p.wait(timeout=30)
+
+
+def _max_id(table):
+    return int(db("SELECT COALESCE(MAX(id), 0) FROM %s" % table)[0][0])
+
+
+# (what the worker is doing, the lock that stops it there, the statement it
+# waits in): the last read before the manifest build, then the writes of the
+# revision + checkpoint + draft pointer transaction in order
+DB_WAITS = [
+    ("reading the latest checkpoint", lambda aid: ("LOCK TABLES checkpoints WRITE", "UNLOCK TABLES"),
+     "SELECT id, app_id, run_id, revision_id, type, label, summary, archive, sha256"),
+    ("inserting the revision row",
+     lambda aid: ("BEGIN; SELECT id FROM app_revisions WHERE id > %d LOCK IN SHARE MODE" % _max_id("app_revisions"),
+                  "ROLLBACK"), "INSERT INTO app_revisions"),
+    ("inserting the checkpoint row",
+     lambda aid: ("BEGIN; SELECT id FROM checkpoints WHERE id > %d LOCK IN SHARE MODE" % _max_id("checkpoints"),
+                  "ROLLBACK"), "INSERT INTO checkpoints"),
+    ("moving the draft pointer",
+     lambda aid: ("BEGIN; SELECT id FROM apps WHERE id = %d LOCK IN SHARE MODE" % aid, "ROLLBACK"),
+     "UPDATE apps SET draft_revision_id"),
+]
+
+
+def _waiting_in(statement):
+    rows = db("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'kiln' AND INFO LIKE '%s%%'"
+              % statement)
+    return rows[0][0] != "0"
+
+
+def _background(method, path, body, tok):
+    """Sends a request in a thread; join() gives the response or the error."""
+    result = {}
+
+    def go():
+        try:
+            result["r"] = request(method, path, body, token=tok, timeout=60)
+        except Exception as e:  # the worker died under the request
+            result["r"] = e
+    th = threading.Thread(target=go)
+    th.start()
+    return th, result
+
+
+def _worker_kills():
+    """SIGKILLed API workers the master has reaped so far."""
+    with open(os.path.join(ENV["KILN_STATE"], "log", "kiln-api.log"), errors="replace") as fh:
+        return sum("killed by signal 9" in line for line in fh)
+
+
+def _died(r, kills_before, where):
+    """nginx answers 503 when the worker dies under the request."""
+    assert not isinstance(r, Exception) and r.status == 503, (where, r)
+    eventually(lambda: _worker_kills() > kills_before, timeout=10, what="the master to reap the worker")
+
+
+def _crash_with_point(point, method, path, body, tok):
+    """The request, answered by workers armed with point: it must die there."""
+    api_restart(KILN_CRASH_POINT=point)
+    kills = _worker_kills()
+    try:
+        r = request(method, path, body, token=tok, timeout=60)
+        _died(r, kills, "crash point %s not reached" % point)
+    finally:
+        api_restart()
+
+
+def _crash_in_statement(what, aid, method, path, body, tok):
+    """The request, its worker killed while it waits in a database statement."""
+    lock_sql, release_sql, statement = what[1](aid) + (what[2],)
+    kills = _worker_kills()
+    lock = _DbLock(lock_sql, release_sql)
+    try:
+        th, result = _background(method, path, body, tok)
+        eventually(lambda: _waiting_in(statement), timeout=30, interval=0.05, what="a worker " + what[0])
+        holder = _lock_holder(aid)
+        assert holder, "no worker holds app %d's lock" % aid
+        os.kill(holder, signal.SIGKILL)
+    finally:
+        lock.release()
+    th.join()
+    _died(result["r"], kills, what[0])
+
+
+def _verify_app(aid):
+    p = kilnctl_env("checkpoint", "verify", "--app", str(aid))
+    assert p.returncode == 0 and " 0 bad" in p.stdout, p.stdout + p.stderr
+
+
+def _store_tmp_empty():
+    return os.listdir(os.path.join(ENV["KILN_STATE"], "checkpoints", "tmp")) == []
+
+
+def test_kill_at_every_point_of_checkpoint_creation():
+    tok = org()
+
+    def tree(k):
+        rnd = random.Random(k)
+        files = {"pages/p%02d.html" % i: "<p>%d %s</p>\n" % (i, "x" * rnd.randrange(100, 2000)) for i in range(40)}
+        files.update({"v.txt": "version %d\n" % k, "css/site-%d.css" % (k % 3): "a { color: #%06d }\n" % k})
+        return files
+    aid = make_app(tok, tree(0))
+    points = [(p, None) for p in CREATE_POINTS] + [(None, w) for w in DB_WAITS]
+    killed = 0
+    for k, (point, wait) in enumerate(points, start=1):
+        before = app_row(tok, aid)["draft_revision_id"]
+        n_ck = len(checkpoints(tok, aid))
+        new = as_bytes(tree(k))
+        body = {"files": {p: v.decode() for p, v in new.items()}}
+        if point:
+            _crash_with_point(point, "POST", api(aid, "/revisions"), body, tok)
+        else:
+            _crash_in_statement(wait, aid, "POST", api(aid, "/revisions"), body, tok)
+        killed += 1
+        where = point or wait[0]
+        # nothing committed: the draft and the checkpoints are as before,
+        # and every archive a row names is whole
+        _verify_app(aid)
+        assert app_row(tok, aid)["draft_revision_id"] == before, where
+        assert len(checkpoints(tok, aid)) == n_ck, where
+        # the upload had written its files before the snapshot: the
+        # workspace is exactly the new tree
+        assert workspace_files(aid) == new, where
+        # a temp archive the crash left is gone once the store is reopened
+        assert _store_tmp_empty(), (where, os.listdir(os.path.join(ENV["KILN_STATE"], "checkpoints", "tmp")))
+    assert killed == len(CREATE_POINTS) + len(DB_WAITS) >= 20, killed
+    # the app is whole afterwards: an upload records, and restores back
+    final = upload(tok, aid, tree(99))
+    assert revision_files(tok, aid, final["id"]) == as_bytes(tree(99)) == workspace_files(aid)
+    first = checkpoints(tok, aid)[-1]
+    restore(tok, aid, first["id"])
+    assert workspace_files(aid) == as_bytes(tree(0)) == draft_files(tok, aid)
+    rc, out = _verify()
+    assert rc == 0, out
+
+
+def _held(aid):
+    return [n for n in os.listdir(os.path.join(ENV["KILN_STATE"], "workspaces")) if n.startswith(".kept-%d-" % aid)]
+
+
+def _tracked(files):
+    return {p: v for p, v in files.items() if not p.startswith(("node_modules/", "web/node_modules/", ".git/"))}
+
+
+def test_kill_at_every_point_of_restore():
+    tok = org()
+    tree_a, tree_b = _two_trees(5, 40, (100, 2000), 4)
+    tree_c = {"other.html": "<p>C</p>\n"}
+    aid = make_app(tok, tree_a)
+    upload(tok, aid, tree_b)
+    # the newest checkpoint, which each restore's own checkpoint is based
+    # on, shares nothing with A or B: every restore stores contents anew
+    upload(tok, aid, tree_c)
+    cc, cb, ca = checkpoints(tok, aid)
+    trees = {ca["id"]: as_bytes(tree_a), cb["id"]: as_bytes(tree_b), cc["id"]: as_bytes(tree_c)}
+    # folders no checkpoint holds, which every restore keeps
+    kept = {"node_modules/pkg/index.js": b"module.exports = 1;\n", "node_modules/.package-lock.json": b"{}",
+            "web/node_modules/lib.js": b"lib\n", ".git/HEAD": b"ref: refs/heads/main\n"}
+    for p, v in kept.items():
+        os.makedirs(os.path.dirname(os.path.join(workspace_dir(aid), p)), exist_ok=True)
+        with open(os.path.join(workspace_dir(aid), p), "wb") as fh:
+            fh.write(v)
+    current = cc["id"]
+    points = ([(p, None) for p in RESTORE_POINTS[:RESTORE_POINTS.index("ckpt_record:1")]] +
+              [(None, w) for w in DB_WAITS[1:]] + [("ckpt_record:1", None)])
+    for k, (point, wait) in enumerate(points):
+        target = cb["id"] if current == ca["id"] else ca["id"]
+        draft = app_row(tok, aid)["draft_revision_id"]
+        n_ck = len(checkpoints(tok, aid))
+        if point:
+            _crash_with_point(point, "POST", ck(aid, "/%d/restore" % target), {}, tok)
+        else:
+            _crash_in_statement(wait, aid, "POST", ck(aid, "/%d/restore" % target), {}, tok)
+        where = point or wait[0]
+        swapped = (point is None or point == "ckpt_record:1" or
+                   RESTORE_POINTS.index(point) >= RESTORE_SWAPPED_FROM)
+        want = target if swapped else current
+        # the tracked files are exactly one tree, never a mix; the kept
+        # folders are in the workspace or held beside it until the next
+        # restore call puts them back
+        ws = workspace_files(aid)
+        assert _tracked(ws) == trees[want], (where, sorted(set(ws) ^ set(trees[want]))[:5])
+        assert all(ws.get(p) == v for p, v in kept.items()) or _held(aid), where
+        _verify_app(aid)
+        # the rows: committed only when the crash came after the commit
+        committed = point == "ckpt_record:1"
+        after = app_row(tok, aid)["draft_revision_id"]
+        if committed:
+            assert after != draft and revision_files(tok, aid, after) == trees[target], where
+            assert len(checkpoints(tok, aid)) == n_ck + 1, where
+        else:
+            assert after == draft and len(checkpoints(tok, aid)) == n_ck, where
+        assert _store_tmp_empty(), where
+        # the next restore call (a dry run here) finds the workspace whole
+        d = restore(tok, aid, target, {"dry_run": True})
+        assert workspace_files(aid) == dict(trees[want], **kept), where
+        assert sorted(d["kept"]) == [".git", "node_modules", "web/node_modules"], (where, d)
+        assert not _held(aid), where
+        current = want
+    assert len(points) >= 20, len(points)
+    # a normal restore afterwards, and no staging or holding folder is left
+    target = cb["id"] if current == ca["id"] else ca["id"]
+    res = restore(tok, aid, target)
+    assert sorted(res["kept"]) == [".git", "node_modules", "web/node_modules"], res
+    assert workspace_files(aid) == dict(trees[target], **kept)
+    assert _tracked(workspace_files(aid)) == draft_files(tok, aid)
+    left = [n for n in os.listdir(os.path.join(ENV["KILN_STATE"], "workspaces"))
+            if n.startswith((".restore-%d-" % aid, ".kept-%d-" % aid))]
+    assert not left, left
+    rc, out = _verify()
+    assert rc == 0, out

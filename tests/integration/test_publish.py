@@ -10,7 +10,7 @@ import os
 import threading
 import time
 
-from kiln_test import ENV, expect_error, new_org, request, unique
+from kiln_test import ENV, api_restart, expect_error, new_org, request, unique
 
 ORG = {}
 
@@ -149,6 +149,96 @@ def test_concurrent_publishes_of_one_revision_all_succeed():
     assert len(request("GET", api(aid, "/publishes"), token=tok).json()["items"]) == 6
 
 
+def _serving(org_slug, app_slug):
+    """The tree `current` points at, or None."""
+    try:
+        return os.readlink(published_dir(org_slug, app_slug))
+    except FileNotFoundError:
+        return None
+
+
+def _latest_publish(aid):
+    r = request("GET", api(aid, "/publishes?limit=1"), token=org())
+    items = r.json()["items"]
+    return items[0] if items else None
+
+
+def _assert_consistent(tok, aid, base):
+    """`current`, the newest publish row and published_revision_id agree,
+    and the site serves that revision's files."""
+    app = app_row(tok, aid)
+    last = _latest_publish(aid)
+    assert last and app["published_revision_id"] == last["revision_id"], (app, last)
+    want = "%d-%s" % (last["revision_id"], last["artifact_sha256"][:12])
+    assert _serving(ORG["slug"], app["slug"]) == want, (_serving(ORG["slug"], app["slug"]), want)
+    r = request("GET", api(aid, "/revisions/%d/files/index.html" % last["revision_id"]), token=tok)
+    assert fetch(base).body == r.body, (fetch(base), r)
+    return last
+
+
+def test_concurrent_publishes_of_different_revisions_stay_consistent():
+    tok = org()
+    aid = make_app(tok, {"index.html": "<h1>r0</h1>"})
+    revs = [app_row(tok, aid)["draft_revision_id"]]
+    for i in range(1, 5):
+        revs.append(upload(tok, aid, {"index.html": "<h1>r%d</h1>" % i})["id"])
+    base = site_path(app_row(tok, aid)["publish_url"])
+    for _ in range(3):
+        results = []
+
+        def go(rev):
+            r = request("POST", api(aid, "/publish"), {"revision_id": rev}, token=tok, timeout=120)
+            results.append((rev, r.status))
+        threads = [threading.Thread(target=go, args=(rev,)) for rev in revs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        # serialised, not refused: each waited its turn
+        assert sorted(st for _, st in results) == [200] * len(revs), results
+        _assert_consistent(tok, aid, base)
+
+
+def test_a_crash_at_any_step_of_publish_leaves_it_consistent_or_healed_by_the_next():
+    tok = org()
+    aid = make_app(tok, {"index.html": "<h1>first</h1>"})
+    app = app_row(tok, aid)
+    base = site_path(app["publish_url"])
+    publish(tok, aid)
+    for point in ("publish:1", "publish:2", "publish:3", "publish:4"):
+        rev = upload(tok, aid, {"index.html": "<h1>%s</h1>" % point})["id"]
+        before = _latest_publish(aid)
+        api_restart(KILN_CRASH_POINT=point)
+        try:
+            r = request("POST", api(aid, "/publish"), {}, token=tok, timeout=120)
+        finally:
+            api_restart()
+        assert r.status == 503, (point, r)  # the worker died under it
+        last = _latest_publish(aid)
+        if point in ("publish:1", "publish:2"):
+            # nothing recorded: the old version serves, all agree
+            assert last["id"] == before["id"], point
+            _assert_consistent(tok, aid, base)
+        elif point == "publish:3":
+            # recorded, not switched: the database is one publish ahead
+            assert last["revision_id"] == rev and app_row(tok, aid)["published_revision_id"] == rev
+            assert _serving(ORG["slug"], app["slug"]).startswith("%d-" % before["revision_id"])
+            # a publish that then fails still puts the site right first
+            upload(tok, aid, {"index.html": "<h1>broken</h1>", "package.json": _package("node nope.js")})
+            expect_error(request("POST", api(aid, "/publish"), {}, token=tok, timeout=120), 422, "build_failed")
+            assert _assert_consistent(tok, aid, base)["revision_id"] == rev
+            assert fetch(base).body == ("<h1>%s</h1>" % point).encode()
+        else:
+            assert last["revision_id"] == rev, point
+            _assert_consistent(tok, aid, base)
+        # and the next publish is whole
+        publish(tok, aid, {"revision_id": rev})
+        _assert_consistent(tok, aid, base)
+    builds = os.path.join(ENV["KILN_STATE"], "builds")
+    leftovers = [n for n in os.listdir(builds) if n.startswith("%d-" % aid)]
+    assert len(leftovers) <= 2, leftovers  # removed by the next publish once an hour old
+
+
 BUILD_JS = r"""
 const fs = require('fs');
 const title = fs.readFileSync('src/title.txt', 'utf8').trim();
@@ -239,6 +329,32 @@ def test_failed_build_is_422_and_the_live_version_keeps_serving():
         assert items[0]["id"] == live["id"], (what, items)
     builds = os.path.join(ENV["KILN_STATE"], "builds")
     assert not [n for n in os.listdir(builds) if n.startswith("%d-" % aid)], os.listdir(builds)
+
+
+def test_a_build_that_needs_packages_is_refused_as_dependencies_missing():
+    tok = org()
+    aid = make_app(tok, {"index.html": "<h1>live</h1>"})
+    base = site_path(app_row(tok, aid)["publish_url"])
+    live = publish(tok, aid)["publish"]
+    pkg = {"name": "site", "version": "1.0.0", "scripts": {"build": "vite build"},
+           "dependencies": {"react": "^18.2.0"}, "devDependencies": {"vite": "^5.0.0"}}
+    upload(tok, aid, {"package.json": json.dumps(pkg), "index.html": "<h1>needs vite</h1>"})
+    # even with node_modules in the live workspace: builds never use it
+    ws = os.path.join(ENV["KILN_STATE"], "workspaces", str(aid), "node_modules", "vite")
+    os.makedirs(ws)
+    t0 = time.time()
+    err = expect_error(request("POST", api(aid, "/publish"), {}, token=tok, timeout=120), 422,
+                       "dependencies_missing")
+    assert time.time() - t0 < 10  # refused up front, no sandbox run
+    assert err["packages"] == ["react", "vite"], err
+    assert "react, vite" in err["message"] and "node_modules" in err["message"], err
+    assert fetch(base).body == b"<h1>live</h1>"
+    assert app_row(tok, aid)["published_revision_id"] == live["revision_id"]
+    # a build script with no packages still builds
+    pkg = {"name": "site", "version": "1.0.0", "scripts": {"build": "node build.js"}, "dependencies": {}}
+    upload(tok, aid, {"package.json": json.dumps(pkg), "build.js": BUILD_JS, "src/title.txt": "No deps\n"})
+    assert publish(tok, aid)["publish"]["built"] is True
+    assert fetch(base).body.startswith(b"<h1>No deps</h1>")
 
 
 # ---- preview --------------------------------------------------------------------

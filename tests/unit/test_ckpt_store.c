@@ -1243,11 +1243,162 @@ static int tmp_empty(void)
 	return n == 2;
 }
 
+/* What a restore keeps in the workspace beside the checkpoint's files. */
+static const char *const kept_files[] = {
+	"node_modules/pkg/index.js", "node_modules/.package-lock.json",
+	"web/node_modules/lib/lib.js", ".git/HEAD",
+};
+
+static void put_kept(const char *dir)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(kept_files); i++)
+		put_str(dir, kept_files[i], kept_files[i]);
+}
+
+static int is_kept_path(const char *path)
+{
+	return !strncmp(path, "node_modules/", 13) || !strncmp(path, "web/node_modules/", 17) ||
+	       !strncmp(path, ".git/", 5);
+}
+
+/* The tree at dir, leaving kept folders out, is exactly m. */
+static int tracked_tree_is(const char *dir, const struct manifest *m)
+{
+	struct manifest got, tracked;
+	int eq;
+
+	if (build_manifest(dir, &got) < 0)
+		return 0;
+	manifest_init(&tracked);
+	for (size_t i = 0; i < got.n; i++)
+		if (!is_kept_path(got.v[i].path))
+			manifest_add(&tracked, got.v[i].path, got.v[i].size, got.v[i].sha256, got.v[i].mode);
+	eq = manifests_equal(&tracked, m);
+	manifest_release(&got);
+	manifest_release(&tracked);
+	return eq;
+}
+
+/* The manifest of checkpoint c's tree with the kept files added. */
+static int kept_manifest(struct ckpt_store *st, const struct ckpt_info *c, const char *scratch,
+			 struct manifest *out)
+{
+	struct strbuf err = STRBUF_INIT;
+	int ret;
+
+	rm_rf(at(scratch));
+	ret = ckpt_extract(st, c->name, c->sha256, at(scratch), &err);
+	if (!ret) {
+		put_kept(at(scratch));
+		ret = build_manifest(at(scratch), out);
+	}
+	rm_rf(at(scratch));
+	strbuf_release(&err);
+	return ret;
+}
+
+/* Holding folders of the swap into at(ws) that are still there. */
+static int held_folders(const char *ws)
+{
+	DIR *d = opendir(tmp_root);
+	struct dirent *de;
+	char prefix[256];
+	int n = 0;
+
+	snprintf(prefix, sizeof(prefix), ".kept-%s-", ws);
+	while (d && (de = readdir(d)))
+		n += !strncmp(de->d_name, prefix, strlen(prefix));
+	if (d)
+		closedir(d);
+	return n;
+}
+
+static void test_swap_keeps_ignored_folders(void)
+{
+	struct ckpt_store st;
+	struct ckpt_info ca, cb;
+	struct manifest mb, want;
+	struct ckpt_keep plan;
+	struct strbuf err = STRBUF_INIT;
+	const char *dropped[] = { "cache", NULL };
+
+	rm_rf(at("kf-a"));
+	rm_rf(at("kf-b"));
+	rm_rf(at("kf-ws"));
+	put_str(at("kf-a"), "index.html", "<h1>a</h1>");
+	put_str(at("kf-a"), "web/app.js", "a()");
+	put_str(at("kf-b"), "index.html", "<h1>b</h1>");
+	put_str(at("kf-b"), "web", "a file where the folder was");
+	CHECK(open_store(&st, "kf-store", NULL) == 0);
+	CHECK(checkpoint_dir(&st, at("kf-a"), NULL, &ca) == 0);
+	CHECK(checkpoint_dir(&st, at("kf-b"), &ca, &cb) == 0);
+	CHECK(build_manifest(at("kf-b"), &mb) == 0);
+	CHECK(ckpt_extract(&st, ca.name, ca.sha256, at("kf-ws"), &err) == 0);
+	put_kept(at("kf-ws"));
+	put_str(at("kf-ws"), "cache/tmp.bin", "configured as ignored, not kept");
+	CHECK(symlink("/etc/passwd", at("kf-ws/link")) == 0);
+	CHECK(mkfifo(at("kf-ws/pipe"), 0644) == 0);
+	put_str(at("kf-ws"), "bad\nname.txt", "no checkpoint can hold this name");
+
+	/* the plan a dry run reports */
+	CHECK(ckpt_keep_scan(at("kf-ws"), NULL, dropped, &plan, &err) == 0);
+	CHECK(plan.nkept == 3 && !plan.truncated);
+	CHECK(plan.nkept == 3 && !strcmp(plan.kept[0], ".git") && !strcmp(plan.kept[1], "node_modules") &&
+	      !strcmp(plan.kept[2], "web/node_modules"));
+	ckpt_keep_against(&plan, &mb);
+	CHECK(plan.nkept == 2 && !strcmp(plan.kept[0], ".git") && !strcmp(plan.kept[1], "node_modules"));
+	CHECK(plan.nuntracked == 5 && plan.untracked_count == 5);
+	if (plan.nuntracked == 5) {
+		CHECK_STR(plan.untracked[0], "bad\nname.txt");
+		CHECK_STR(plan.untracked[1], "cache/");
+		CHECK_STR(plan.untracked[2], "link");
+		CHECK_STR(plan.untracked[3], "pipe");
+		CHECK_STR(plan.untracked[4], "web/node_modules/");
+	}
+	ckpt_keep_release(&plan);
+
+	/* the restore does exactly that */
+	rm_rf(at("kf-stage"));
+	CHECK(ckpt_extract(&st, cb.name, cb.sha256, at("kf-stage"), &err) == 0);
+	CHECK(ckpt_swap_into(at("kf-ws"), at("kf-stage"), &err) == 0);
+	manifest_init(&want);
+	for (size_t i = 0; i < mb.n; i++)
+		manifest_add(&want, mb.v[i].path, mb.v[i].size, mb.v[i].sha256, mb.v[i].mode);
+	for (size_t i = 0; i < ARRAY_SIZE(kept_files); i++) {
+		char hex[65];
+
+		if (!strncmp(kept_files[i], "web/", 4))
+			continue;
+		sha256_hex(kept_files[i], strlen(kept_files[i]), hex);
+		manifest_add(&want, kept_files[i], strlen(kept_files[i]), hex, 0644);
+	}
+	manifest_sort(&want);
+	CHECK(tree_is(at("kf-ws"), &want));
+	CHECK(!exists(at("kf-stage")) && held_folders("kf-ws") == 0);
+
+	/* no workspace yet: nothing to keep, the staged tree just moves in */
+	rm_rf(at("kf-new"));
+	CHECK(ckpt_extract(&st, cb.name, cb.sha256, at("kf-stage"), &err) == 0);
+	CHECK(ckpt_swap_into(at("kf-new"), at("kf-stage"), &err) == 0);
+	CHECK(tree_is(at("kf-new"), &mb));
+	manifest_release(&mb);
+	manifest_release(&want);
+	ckpt_store_close(&st);
+	strbuf_release(&err);
+}
+
+/* The numbered points of each operation (docs/CHECKPOINTS.md). */
+#define WRITE_POINTS 16
+#define EXTRACT_POINTS 9
+#define SWAP_POINTS 10
+#define SWAP_EXCHANGED_AT 6 /* points from here on are after the exchange */
+#define GC_POINTS 3
+
 static void test_crash_safety(void)
 {
 	struct ckpt_store st;
 	struct ckpt_info c1, c2;
-	struct manifest m1, m2;
+	struct manifest m1, m2, m1k, m2k;
 	struct strbuf err = STRBUF_INIT;
 	struct crash_ctx cc;
 	int points = 0;
@@ -1262,19 +1413,21 @@ static void test_crash_safety(void)
 	CHECK(build_manifest(at("cr-app"), &m2) == 0);
 	CHECK(checkpoint_dir(&st, at("cr-app"), &c1, &c2) == 0);
 	change_app_file(at("cr-app"), 4, 2);
+	change_app_file(at("cr-app"), 5, 2);
 
-	/* writing a third checkpoint, killed at each point */
+	/* writing a third checkpoint (two new contents), killed at each point */
 	cc.st = &st;
 	cc.base = &c2;
 	cc.target = NULL;
 	snprintf(cc.dir, sizeof(cc.dir), "%s", at("cr-app"));
-	for (unsigned p = 1; p <= 9; p++) {
+	for (unsigned p = 1; p <= WRITE_POINTS; p++) {
 		int n, ok = crash_at("ckpt_write", p, do_write, &cc);
 
 		points += ok;
 		CHECK(ok);
 		CHECK(store_sound(&st, &n));
-		CHECK(n == 2 || (n == 3 && p >= 8));
+		/* the name appears at the rename, complete */
+		CHECK(n == 2 || (n == 3 && p >= 14));
 		CHECK(ckpt_verify(&st, c1.name, c1.sha256, &err) == 0);
 		CHECK(ckpt_verify(&st, c2.name, c2.sha256, &err) == 0);
 		/* what a crash leaves in tmp/ goes at the next open */
@@ -1289,40 +1442,45 @@ static void test_crash_safety(void)
 		CHECK(ckpt_verify(&st, c3.name, c3.sha256, &err) == 0);
 	}
 
-	/* restoring, killed at each point of extract then swap: the
-	 * workspace is the old tree before the exchange, the new one after */
+	/* restoring into a workspace with ignored folders, killed at each
+	 * point of extract then swap: the tracked files are exactly the old
+	 * tree before the exchange and the new one after it; the kept folders
+	 * are in the workspace or held beside it, and the recovery every
+	 * later swap starts with puts them back */
+	CHECK(kept_manifest(&st, &c1, "cr-t", &m1k) == 0);
+	CHECK(kept_manifest(&st, &c2, "cr-t", &m2k) == 0);
 	rm_rf(at("cr-ws"));
 	CHECK(ckpt_extract(&st, c1.name, c1.sha256, at("cr-stage"), &err) == 0);
 	CHECK(ckpt_swap_into(at("cr-ws"), at("cr-stage"), &err) == 0);
+	put_kept(at("cr-ws"));
+	CHECK(tree_is(at("cr-ws"), &m1k));
 	{
 		const struct ckpt_info *cur = &c1;
-		const struct manifest *cur_m = &m1;
-		static const struct {
-			const char *op;
-			unsigned point;
-			int swapped;
-		} steps[] = {
-			{ "ckpt_extract", 1, 0 }, { "ckpt_extract", 2, 0 },
-			{ "ckpt_extract", 3, 0 }, { "ckpt_extract", 4, 0 },
-			{ "ckpt_extract", 5, 0 }, { "ckpt_extract", 6, 0 },
-			{ "ckpt_extract", 7, 0 }, { "ckpt_swap_into", 1, 0 },
-			{ "ckpt_swap_into", 2, 1 }, { "ckpt_swap_into", 3, 1 },
-			{ "ckpt_swap_into", 4, 1 },
-		};
+		const struct manifest *cur_m = &m1, *cur_mk = &m1k;
 
-		for (size_t i = 0; i < ARRAY_SIZE(steps); i++) {
+		for (unsigned i = 0; i < EXTRACT_POINTS + SWAP_POINTS; i++) {
+			const char *op = i < EXTRACT_POINTS ? "ckpt_extract" : "ckpt_swap_into";
+			unsigned p = i < EXTRACT_POINTS ? i + 1 : i - EXTRACT_POINTS + 1;
+			int swapped = i >= EXTRACT_POINTS && p >= SWAP_EXCHANGED_AT;
 			const struct ckpt_info *next = cur == &c1 ? &c2 : &c1;
 			const struct manifest *next_m = cur == &c1 ? &m2 : &m1;
+			const struct manifest *next_mk = cur == &c1 ? &m2k : &m1k;
 			int ok;
 
 			cc.target = next;
-			ok = crash_at(steps[i].op, steps[i].point, do_restore, &cc);
+			ok = crash_at(op, p, do_restore, &cc);
 			points += ok;
 			CHECK(ok);
-			CHECK(tree_is(at("cr-ws"), steps[i].swapped ? next_m : cur_m));
-			if (steps[i].swapped) {
+			if (!ok)
+				fprintf(stderr, "%s:%u not reached\n", op, p);
+			CHECK(tracked_tree_is(at("cr-ws"), swapped ? next_m : cur_m));
+			CHECK(ckpt_swap_recover(at("cr-ws"), &err) == 0);
+			CHECK(tree_is(at("cr-ws"), swapped ? next_mk : cur_mk));
+			CHECK(held_folders("cr-ws") == 0);
+			if (swapped) {
 				cur = next;
 				cur_m = next_m;
+				cur_mk = next_mk;
 			}
 			/* a staging folder left by a crash is garbage */
 			CHECK(rm_rf(at("cr-stage")) == 0);
@@ -1330,7 +1488,7 @@ static void test_crash_safety(void)
 	}
 	/* gc killed at each point: what is live stays whole */
 	cc.target = &c2;
-	for (unsigned p = 1; p <= 3; p++) {
+	for (unsigned p = 1; p <= GC_POINTS; p++) {
 		int n;
 
 		points += crash_at("ckpt_gc", p, do_gc, &cc);
@@ -1338,9 +1496,11 @@ static void test_crash_safety(void)
 		CHECK(ckpt_verify(&st, c2.name, c2.sha256, &err) == 0);
 	}
 	printf("crash safety: %d crash points exercised\n", points);
-	CHECK(points == 9 + 11 + 3);
+	CHECK(points == WRITE_POINTS + EXTRACT_POINTS + SWAP_POINTS + GC_POINTS);
 	manifest_release(&m1);
 	manifest_release(&m2);
+	manifest_release(&m1k);
+	manifest_release(&m2k);
 	ckpt_store_close(&st);
 	strbuf_release(&err);
 }
@@ -1365,6 +1525,7 @@ int main(void)
 	RUN(test_hostile_entries);
 	RUN(test_hostile_manifests);
 	RUN(test_hostile_sizes_and_counts);
+	RUN(test_swap_keeps_ignored_folders);
 	RUN(test_crash_safety);
 	rm_rf(tmp_root);
 	return harness_done("ckpt_store");
