@@ -342,8 +342,9 @@ def test_upload_whose_revision_cannot_be_recorded_is_undone():
     aid = app["id"]
     before = _upload_state(token, aid)
     store = os.path.join(ENV["KILN_STATE"], "checkpoints")
-    # an immutable store: the archive of the new revision cannot be renamed into it
-    frozen = subprocess.run(["chattr", "+i", store], capture_output=True, text=True)
+    # an immutable store, every folder of it (archives go into shard
+    # folders): the archive of the new revision cannot be written
+    frozen = subprocess.run(["chattr", "-R", "+i", store], capture_output=True, text=True)
     if frozen.returncode != 0:
         print("skip: cannot make the checkpoint store immutable (%s)" % frozen.stderr.strip())
         return
@@ -358,7 +359,7 @@ def test_upload_whose_revision_cannot_be_recorded_is_undone():
             assert not os.path.exists(os.path.join(_workspace(aid), "new")), "a created folder stayed"
             assert _no_staging_left(aid)
     finally:
-        subprocess.run(["chattr", "-i", store], check=True)
+        subprocess.run(["chattr", "-R", "-i", store], check=True)
     r = request("POST", "/admin/apps/%d/revisions" % aid, {"files": {"index.html": "<h1>v2</h1>"}}, token=token)
     assert r.status == 201, r
 
