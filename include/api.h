@@ -17,6 +17,7 @@
  *   json_time               DATETIME(3) text -> RFC 3339 json string
  *   jsonw_kv_time / _id     the same two, as a member written with a jsonw
  *   api_dispatch            route one request (router.c)
+ *   api_routes / api_route_find   the route table and its matcher
  */
 #ifndef KILN_API_H
 #define KILN_API_H
@@ -105,6 +106,25 @@ void jsonw_kv_id(struct jsonw *w, const char *key, const char *db_val);
 const char *json_text(json_object *obj); /* compact serialisation */
 
 void api_dispatch(struct rctx *c);
+
+/*
+ * The route table (router.c). Patterns are '/'-separated; "{id}" matches a
+ * positive decimal id, "{ref}" an id or "draft" (0), a final "{*}" the
+ * non-empty rest of the path.
+ */
+struct api_route {
+	const char *method;
+	const char *pattern;
+	void (*handler)(struct rctx *c);
+	int public; /* no token needed */
+	const char *name;
+};
+extern const struct api_route api_routes[];
+extern const size_t api_nroutes;
+/* The route for method + path (ids and rest filled), or NULL; the methods
+ * of routes whose path matched are appended to allow ("GET, POST"). */
+const struct api_route *api_route_find(const char *method, const char *path, int64_t ids[4],
+				       const char **rest, struct strbuf *allow);
 
 /* api_revisions.c, shared with the checkpoint routes */
 struct ckpt_row;

@@ -2,13 +2,18 @@
  * config.h - Kiln's one configuration file (kiln.conf) with environment
  * overrides.
  *
- * The file is "key = value" lines; '#' starts a comment. Every key has a
- * default; the environment variable KILN_<KEY> (upper case) overrides the file,
+ * The file is "key = value" lines. A line whose first non-blank character is
+ * '#' is a comment; elsewhere '#' is an ordinary character. A value may be
+ * double-quoted ("a # b", with \" and \\ as the only escapes) to keep
+ * leading or trailing blanks; an unquoted value holding " #" is refused, as
+ * it reads like a trailing comment. Every key has a default; the
+ * environment variable KILN_<KEY> (upper case, taken verbatim) overrides the file,
  * and KILN_MODEL_BASE_URL / KILN_MODEL_API_KEY / KILN_MODEL are the model's.
  * The file path comes from --config, else $KILN_CONFIG, else ./kiln.conf when
  * present, else defaults only.
  *
  *   config_load       defaults, then file, then environment
+ *   config_reload     load again from the same place (SIGHUP)
  *   config_release
  *   config_dump       every key and its effective value (secrets masked)
  *   config_path_in_state   "<state_dir>/<rel>"
@@ -20,11 +25,19 @@
 
 struct strbuf;
 
+/* Upper bounds of workers and stream_processes (a SIGHUP may raise the
+ * pools up to these without a restart). */
+#define CONFIG_MAX_WORKERS 256
+#define CONFIG_MAX_STREAM_PROCESSES 64
+
 struct config {
 	char *config_file; /* the file that was read, or NULL */
 	char *state_dir;
 	char *listen;
 	char *stream_listen;
+	int64_t socket_mode;  /* permission bits of the unix sockets */
+	char *socket_group;   /* group name or gid; "" = the process's group */
+	int64_t socket_gid;   /* socket_group resolved by config_load */
 	int64_t workers;
 	int64_t max_requests_per_worker;
 	int64_t request_timeout_s;
@@ -77,6 +90,16 @@ struct config {
 
 /* Returns 0, or -1 with a message in err (unknown key, bad number, ...). */
 int config_load(struct config *cfg, const char *path, struct strbuf *err);
+/*
+ * Loads the configuration again from where cfg came from (its file, or the
+ * same search when none was read) and, on success, replaces *cfg with it,
+ * in place: pointers to cfg stay valid. Keys a running server cannot change
+ * (state_dir, listen, stream_listen, socket_mode, socket_group,
+ * secret_file) keep their old values; those that differed are named in
+ * kept ("listen, socket_mode"). On failure *cfg is unchanged and err says
+ * why. Returns 0 or -1.
+ */
+int config_reload(struct config *cfg, struct strbuf *kept, struct strbuf *err);
 void config_release(struct config *cfg);
 void config_dump(const struct config *cfg, struct strbuf *out);
 /* Appends "<state_dir>/<rel>" to out. */

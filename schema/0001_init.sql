@@ -1,7 +1,10 @@
 -- 0001_init: tenants, tokens, apps and revisions.
 -- Applied once by `kilnctl migrate`, which records it in schema_migrations.
+-- Every statement of every migration is safe to run again (IF NOT EXISTS,
+-- IF EXISTS): MariaDB commits DDL at once, so a file that failed half-way
+-- is run again from its first statement (see include/migrate.h).
 
-CREATE TABLE organizations (
+CREATE TABLE IF NOT EXISTS organizations (
   id          BIGINT UNSIGNED NOT NULL AUTO_INCREMENT COMMENT 'organization id',
   slug        VARCHAR(63)  NOT NULL COMMENT 'url-safe name, used in publish URLs',
   name        VARCHAR(200) NOT NULL COMMENT 'display name',
@@ -11,7 +14,7 @@ CREATE TABLE organizations (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
   COMMENT='Tenants: every app and token belongs to one';
 
-CREATE TABLE api_tokens (
+CREATE TABLE IF NOT EXISTS api_tokens (
   id           BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
   org_id       BIGINT UNSIGNED NOT NULL COMMENT 'organization the token acts for',
   name         VARCHAR(200) NOT NULL DEFAULT '' COMMENT 'what the token is for',
@@ -28,7 +31,7 @@ CREATE TABLE api_tokens (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
   COMMENT='Bearer tokens of the admin API, stored as hashes only';
 
-CREATE TABLE apps (
+CREATE TABLE IF NOT EXISTS apps (
   id                BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
   org_id            BIGINT UNSIGNED NOT NULL,
   slug              VARCHAR(63)  NOT NULL COMMENT 'unique per organization',
@@ -42,7 +45,7 @@ CREATE TABLE apps (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
   COMMENT='Apps built with the coding agent';
 
-CREATE TABLE app_revisions (
+CREATE TABLE IF NOT EXISTS app_revisions (
   id            BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
   app_id        BIGINT UNSIGNED NOT NULL,
   parent_id     BIGINT UNSIGNED NULL COMMENT 'previous draft revision',

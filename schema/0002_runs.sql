@@ -1,7 +1,7 @@
 -- 0002_runs: the detached job table of coding-agent runs, their events and
 -- the per-app conversation thread.
 
-CREATE TABLE agent_runs (
+CREATE TABLE IF NOT EXISTS agent_runs (
   id                BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
   app_id            BIGINT UNSIGNED NOT NULL,
   org_id            BIGINT UNSIGNED NOT NULL,
@@ -38,7 +38,7 @@ CREATE TABLE agent_runs (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
   COMMENT='Coding-agent runs: a detached job table claimed by kiln-runner';
 
-CREATE TABLE agent_run_events (
+CREATE TABLE IF NOT EXISTS agent_run_events (
   run_id     BIGINT UNSIGNED NOT NULL,
   seq        INT UNSIGNED NOT NULL COMMENT 'gapless per run from 1',
   type       VARCHAR(32) NOT NULL,
@@ -49,7 +49,7 @@ CREATE TABLE agent_run_events (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
   COMMENT='Typed events of each run, streamed to clients as SSE';
 
-CREATE TABLE agent_messages (
+CREATE TABLE IF NOT EXISTS agent_messages (
   id           BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
   app_id       BIGINT UNSIGNED NOT NULL COMMENT 'the conversation thread is per app',
   run_id       BIGINT UNSIGNED NOT NULL,

@@ -1,6 +1,6 @@
 -- 0003_checkpoints: tar checkpoints and publishes.
 
-CREATE TABLE checkpoints (
+CREATE TABLE IF NOT EXISTS checkpoints (
   id           BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
   app_id       BIGINT UNSIGNED NOT NULL,
   run_id       BIGINT UNSIGNED NULL,
@@ -19,7 +19,7 @@ CREATE TABLE checkpoints (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
   COMMENT='Checkpoints: tar archives on disk referenced from here (archive written first)';
 
-CREATE TABLE publishes (
+CREATE TABLE IF NOT EXISTS publishes (
   id              BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
   app_id          BIGINT UNSIGNED NOT NULL,
   revision_id     BIGINT UNSIGNED NOT NULL,
@@ -34,4 +34,4 @@ CREATE TABLE publishes (
   COMMENT='Every publish of an app (the newest is live)';
 
 ALTER TABLE apps
-  ADD COLUMN published_revision_id BIGINT UNSIGNED NULL COMMENT 'revision served at the publish URL' AFTER draft_revision_id;
+  ADD COLUMN IF NOT EXISTS published_revision_id BIGINT UNSIGNED NULL COMMENT 'revision served at the publish URL' AFTER draft_revision_id;

@@ -8,8 +8,10 @@
 #include "handlers.h"
 #include "log.h"
 #include "strbuf.h"
+#include "services.h"
 #include "tool_error.h"
 #include "util.h"
+#include "ws_txn.h"
 
 #define REV_COLUMNS "id, app_id, parent_id, origin, run_id, checkpoint_id, created_at, file_count, total_size"
 
@@ -233,10 +235,16 @@ static int check_upload(struct rctx *c, const struct workspace *ws, json_object 
 						    "(node_modules, dist, .git or one set for this app)", path);
 				goto out;
 			}
-			/* the write would refuse it, after other files changed */
-			if (ws_stat(ws, path, &st, &terr) == 0 && (!S_ISREG(st.st_mode) || st.st_nlink > 1)) {
-				respond_field_error(c, "files", "'%.200s' is a folder or not a plain file in the "
-						    "workspace", path);
+			/* what the write would refuse, refused before anything changes */
+			if (ws_stat(ws, path, &st, &terr) == 0) {
+				if (!S_ISREG(st.st_mode) || st.st_nlink > 1) {
+					respond_field_error(c, "files", "'%.200s' is a folder or not a plain "
+							    "file in the workspace", path);
+					goto out;
+				}
+			} else if (strcmp(terr.code, "not_found") && strcmp(terr.code, "not_a_directory")) {
+				/* e.g. a folder of the path is a link leading out */
+				respond_field_error(c, "files", "%s", terr.message);
 				goto out;
 			}
 			if (len > ws->lim.max_file_size) {
@@ -279,6 +287,87 @@ out:
 	return ret;
 }
 
+/* A disk that is full or failing is the server's fault, never the
+ * client's: 507 when space ran out, 500 for any other I/O error. */
+static void respond_storage_error(struct rctx *c, int neg_errno, int64_t app_id, const char *why)
+{
+	log_error("upload to app %lld failed, nothing changed: %s", (long long)app_id, why);
+	if (neg_errno == -ENOSPC || neg_errno == -EDQUOT)
+		respond_error(c, 507, "insufficient_storage",
+			      "the server has no room for these files; nothing was changed");
+	else
+		respond_error(c, 500, "io_error",
+			      "the server could not write the files (%s); nothing was changed",
+			      strerror(-neg_errno));
+}
+
+/*
+ * Writes every uploaded file into a staging folder beside the workspace
+ * and, with replace, lists the files that go: nothing in the workspace has
+ * changed yet. 0, or -1 after answering the error.
+ */
+static int stage_upload(struct rctx *c, int64_t app_id, const struct workspace *ws,
+			struct ws_txn *txn, json_object *files, int replace)
+{
+	struct strbuf staging = STRBUF_INIT, parent = STRBUF_INIT, prefix = STRBUF_INIT;
+	struct strbuf err = STRBUF_INIT;
+	struct tool_error terr;
+	struct manifest cur;
+	unsigned char rnd[6];
+	char hex[13];
+	int ret = -1, rc;
+
+	manifest_init(&cur);
+	/* The app lock is held: any staging folder of this app is a leftover. */
+	state_path(c->svc->cfg, &parent, "workspaces");
+	strbuf_addf(&prefix, ".upload-%lld-", (long long)app_id);
+	ws_txn_clear_stale(parent.buf, prefix.buf);
+	if (random_bytes(rnd, sizeof(rnd)) < 0) {
+		respond_error(c, 500, "internal", "no randomness for a staging folder name");
+		goto out;
+	}
+	hex_encode(rnd, sizeof(rnd), hex);
+	strbuf_addf(&staging, "%s/%s%s", parent.buf, prefix.buf, hex);
+	rc = ws_txn_begin(txn, ws, staging.buf, &err);
+	if (rc < 0) {
+		ws_txn_end(txn);
+		respond_storage_error(c, rc, app_id, err.buf);
+		goto out;
+	}
+	{
+		json_object_object_foreach(files, path, content) {
+			rc = ws_txn_write(txn, path, json_object_get_string(content),
+					  (size_t)json_object_get_string_len(content), 0644, &err);
+			if (rc < 0) {
+				ws_txn_end(txn);
+				respond_storage_error(c, rc, app_id, err.buf);
+				goto out;
+			}
+		}
+	}
+	if (replace) {
+		size_t i;
+
+		/* Files not in the upload go away: the upload is the whole draft. */
+		if (manifest_build(ws, &cur, &terr) < 0) {
+			ws_txn_end(txn);
+			respond_error(c, 500, terr.code, "%s", terr.message);
+			goto out;
+		}
+		for (i = 0; i < cur.n; i++)
+			if (!json_object_object_get_ex(files, cur.v[i].path, NULL))
+				ws_txn_delete(txn, cur.v[i].path);
+	}
+	ret = 0;
+out:
+	manifest_release(&cur);
+	strbuf_release(&staging);
+	strbuf_release(&parent);
+	strbuf_release(&prefix);
+	strbuf_release(&err);
+	return ret;
+}
+
 void h_revisions_create(struct rctx *c)
 {
 	struct snapshot_req req = { 0 };
@@ -287,8 +376,9 @@ void h_revisions_create(struct rctx *c)
 	struct tool_error terr;
 	struct workspace ws;
 	struct app_row app;
+	struct ws_txn txn;
 	json_object *body = NULL, *files;
-	int replace = 1, lock = -1, ws_ok = 0;
+	int replace = 1, lock = -1, ws_ok = 0, txn_ok = 0, rc;
 
 	if (app_load(c, c->id[0], &app) < 0 || request_json_body(c, 0, &body) < 0)
 		return;
@@ -332,30 +422,14 @@ void h_revisions_create(struct rctx *c)
 	ws_ok = 1;
 	if (check_upload(c, &ws, files, replace) < 0)
 		goto out;
-	if (replace) {
-		struct manifest cur;
-
-		/* Files not in the upload go away: the upload is the whole draft. */
-		manifest_init(&cur);
-		if (manifest_build(&ws, &cur, &terr) == 0) {
-			size_t i;
-
-			for (i = 0; i < cur.n; i++)
-				if (!json_object_object_get_ex(files, cur.v[i].path, NULL))
-					ws_delete_file(&ws, cur.v[i].path, &terr);
-		}
-		manifest_release(&cur);
-	}
-	{
-		json_object_object_foreach(files, path, content) {
-			if (ws_write_file(&ws, path, json_object_get_string(content),
-					  (size_t)json_object_get_string_len(content), 0644, &terr) < 0) {
-				int status = !strcmp(terr.code, "limit_exceeded") || !strcmp(terr.code, "too_large") ? 413 : 422;
-
-				respond_error(c, status, terr.code, "%s", terr.message);
-				goto out;
-			}
-		}
+	if (stage_upload(c, app.id, &ws, &txn, files, replace) < 0)
+		goto out;
+	txn_ok = 1;
+	strbuf_reset(&err);
+	rc = ws_txn_apply(&txn, &err);
+	if (rc < 0) {
+		respond_storage_error(c, rc, app.id, err.buf);
+		goto out;
 	}
 	req.app_id = app.id;
 	req.origin = "manual";
@@ -364,6 +438,11 @@ void h_revisions_create(struct rctx *c)
 	req.summary = "files uploaded through the API";
 	if (app_snapshot(&c->svc->db, &c->svc->ckpts, c->svc->cfg, &req, &res, &err) < 0) {
 		log_error("snapshot of app %lld: %s", (long long)app.id, err.buf);
+		/* No revision records the new files: the draft must stay as it
+		 * was, matching draft_revision_id. */
+		strbuf_reset(&err);
+		if (ws_txn_undo(&txn, &err) < 0)
+			log_error("upload to app %lld not undone: %s", (long long)app.id, err.buf);
 		if (db_is_unavailable(&c->svc->db))
 			respond_db_error(c);
 		else
@@ -373,6 +452,8 @@ void h_revisions_create(struct rctx *c)
 	respond_revision(c, app.id, res.revision_id, 201);
 	snapshot_result_release(&res);
 out:
+	if (txn_ok)
+		ws_txn_end(&txn);
 	if (ws_ok)
 		workspace_close(&ws);
 	app_unlock(lock);

@@ -9,20 +9,52 @@
 #include "strbuf.h"
 #include "util.h"
 
-int auth_token_create(struct db *db, int64_t org_id, const char *name,
-		      int64_t expires_days, struct strbuf *token, int64_t *token_id)
+static int is_lower_hex(const char *s, size_t n)
 {
-	unsigned char rnd[24];
-	char hex[sizeof(rnd) * 2 + 1], hash[SHA256_HEX_LEN + 1], prefix[14];
-	int64_t rc;
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return 0;
+	return 1;
+}
+
+int auth_token_well_formed(const char *tok, size_t len)
+{
+	return len == TOKEN_LEN && !memcmp(tok, TOKEN_PREFIX, TOKEN_PREFIX_LEN) &&
+	       is_lower_hex(tok + TOKEN_PREFIX_LEN, TOKEN_LEN - TOKEN_PREFIX_LEN);
+}
+
+void auth_token_hash(const char *tok, size_t len, char hash[SHA256_HEX_LEN + 1])
+{
+	sha256_hex(tok, len, hash);
+}
+
+int auth_token_generate(struct strbuf *token, char prefix[TOKEN_SHOWN_LEN + 1],
+			char hash[SHA256_HEX_LEN + 1])
+{
+	unsigned char rnd[(TOKEN_LEN - TOKEN_PREFIX_LEN) / 2];
+	char hex[sizeof(rnd) * 2 + 1];
 
 	if (random_bytes(rnd, sizeof(rnd)) < 0)
 		return -1;
 	hex_encode(rnd, sizeof(rnd), hex);
 	strbuf_reset(token);
 	strbuf_addf(token, "%s%s", TOKEN_PREFIX, hex);
-	sha256_hex(token->buf, token->len, hash);
-	snprintf(prefix, sizeof(prefix), "%.13s", token->buf);
+	auth_token_hash(token->buf, token->len, hash);
+	memcpy(prefix, token->buf, TOKEN_SHOWN_LEN);
+	prefix[TOKEN_SHOWN_LEN] = '\0';
+	return 0;
+}
+
+int auth_token_create(struct db *db, int64_t org_id, const char *name,
+		      int64_t expires_days, struct strbuf *token, int64_t *token_id)
+{
+	char hash[SHA256_HEX_LEN + 1], prefix[TOKEN_SHOWN_LEN + 1];
+	int64_t rc;
+
+	if (auth_token_generate(token, prefix, hash) < 0)
+		return -1;
 	if (expires_days > 0)
 		rc = db_exec(db, "INSERT INTO api_tokens (org_id, name, prefix, token_sha256, expires_at) "
 				 "VALUES (?, ?, ?, ?, NOW(3) + INTERVAL ? DAY)",
@@ -36,15 +68,49 @@ int auth_token_create(struct db *db, int64_t org_id, const char *name,
 	return 0;
 }
 
-int64_t auth_token_revoke(struct db *db, const char *id_or_prefix)
+int64_t auth_token_revoke_id(struct db *db, int64_t token_id)
 {
-	int64_t id;
+	return db_exec(db, "UPDATE api_tokens SET revoked_at = NOW(3) WHERE id = ? AND revoked_at IS NULL",
+		       "i", token_id);
+}
 
-	if (parse_int64(id_or_prefix, 1, INT64_MAX, &id) == 0)
-		return db_exec(db, "UPDATE api_tokens SET revoked_at = NOW(3) WHERE id = ? AND revoked_at IS NULL",
-			       "i", id);
-	return db_exec(db, "UPDATE api_tokens SET revoked_at = NOW(3) WHERE prefix = ? AND revoked_at IS NULL",
-		       "s", id_or_prefix);
+int auth_token_revoke_match(struct db *db, int64_t org_id, const char *what, struct strbuf *matches)
+{
+	char prefix[TOKEN_SHOWN_LEN + 1], hash[SHA256_HEX_LEN + 1];
+	struct db_result r;
+	size_t len = strlen(what), i;
+	int rc;
+
+	if (auth_token_well_formed(what, len)) {
+		/* the whole token: exactly one row can match */
+		auth_token_hash(what, len, hash);
+		rc = db_query(db, &r, "SELECT id FROM api_tokens WHERE org_id = ? AND token_sha256 = ? "
+				      "AND revoked_at IS NULL", "is", org_id, hash);
+	} else {
+		/* "kiln_" and the first 8 hex digits as `token list` shows them,
+		 * or just the 8 hex digits */
+		if (len == TOKEN_SHOWN_LEN - TOKEN_PREFIX_LEN && is_lower_hex(what, len))
+			snprintf(prefix, sizeof(prefix), "%s%s", TOKEN_PREFIX, what);
+		else if (len == TOKEN_SHOWN_LEN && !memcmp(what, TOKEN_PREFIX, TOKEN_PREFIX_LEN) &&
+			 is_lower_hex(what + TOKEN_PREFIX_LEN, len - TOKEN_PREFIX_LEN))
+			memcpy(prefix, what, TOKEN_SHOWN_LEN + 1);
+		else
+			return AUTH_REVOKE_INVALID;
+		rc = db_query(db, &r, "SELECT id FROM api_tokens WHERE org_id = ? AND prefix = ? "
+				      "AND revoked_at IS NULL ORDER BY id", "is", org_id, prefix);
+	}
+	if (rc < 0)
+		return -1;
+	for (i = 0; i < r.nrows; i++)
+		strbuf_addf(matches, "%s%s", i ? ", " : "", db_val(&r, i, 0));
+	if (r.nrows != 1) {
+		rc = r.nrows ? AUTH_REVOKE_AMBIGUOUS : 0;
+		db_result_free(&r);
+		return rc;
+	}
+	rc = auth_token_revoke_id(db, db_int(&r, 0, 0)) < 0 ? -1 : 1;
+	db_result_free(&r);
+	return rc;
 }
 
 static int unauthorized(struct rctx *c, const char *why)
@@ -100,7 +166,6 @@ int auth_check(struct rctx *c)
 	char hash[SHA256_HEX_LEN + 1];
 	struct db_result r;
 	const char *tok, *stored;
-	size_t i;
 	int ret = -1;
 
 	if (!h || !*h)
@@ -108,12 +173,9 @@ int auth_check(struct rctx *c)
 	if (strncasecmp(h, "Bearer ", 7) != 0)
 		return unauthorized(c, "Authorization must be a Bearer token");
 	tok = h + 7;
-	if (strlen(tok) != TOKEN_LEN || strncmp(tok, TOKEN_PREFIX, 5) != 0)
+	if (!auth_token_well_formed(tok, strlen(tok)))
 		return unauthorized(c, "malformed token");
-	for (i = 5; i < TOKEN_LEN; i++)
-		if (!((tok[i] >= '0' && tok[i] <= '9') || (tok[i] >= 'a' && tok[i] <= 'f')))
-			return unauthorized(c, "malformed token");
-	sha256_hex(tok, TOKEN_LEN, hash);
+	auth_token_hash(tok, TOKEN_LEN, hash);
 	hit = cache_find(c->svc, hash);
 	if (hit) {
 		c->org_id = hit->org_id;

@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <grp.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +13,7 @@
 #include "strbuf.h"
 #include "util.h"
 
-enum key_type { KEY_STR, KEY_INT };
+enum key_type { KEY_STR, KEY_INT, KEY_MODE /* octal permission bits */ };
 
 struct config_key {
 	const char *name;
@@ -28,17 +29,20 @@ struct config_key {
 #define SS(n, d, e) { #n, KEY_STR, offsetof(struct config, n), d, 0, 0, 1, e }
 #define SE(n, d, e) { #n, KEY_STR, offsetof(struct config, n), d, 0, 0, 0, e }
 #define I(n, d, lo, hi) { #n, KEY_INT, offsetof(struct config, n), #d, lo, hi, 0, NULL }
+#define M(n, d) { #n, KEY_MODE, offsetof(struct config, n), d, 0, 0777, 0, NULL }
 
 /* The documentation of each key lives in docs/CONFIG.md, in this order. */
 static const struct config_key keys[] = {
 	S(state_dir, "var"),
 	S(listen, ""),
 	S(stream_listen, ""),
-	I(workers, 4, 1, 256),
+	M(socket_mode, "0660"),
+	S(socket_group, ""),
+	I(workers, 4, 1, CONFIG_MAX_WORKERS),
 	I(max_requests_per_worker, 10000, 1, 1000000000),
 	I(request_timeout_s, 30, 1, 3600),
 	I(shutdown_grace_s, 10, 1, 600),
-	I(stream_processes, 1, 1, 64),
+	I(stream_processes, 1, 1, CONFIG_MAX_STREAM_PROCESSES),
 	I(stream_max_per_process, 2048, 1, 65536),
 	I(stream_poll_ms, 5, 1, 1000),
 	I(stream_keepalive_s, 15, 1, 600),
@@ -94,6 +98,25 @@ static const struct config_key *find_key(const char *name, size_t len)
 	return NULL;
 }
 
+/* 1 to 4 octal digits, at most 0777 (no setuid, setgid or sticky bit). */
+static int parse_mode(const char *s, int64_t *out)
+{
+	int64_t v = 0;
+	size_t i, n = strlen(s);
+
+	if (n < 1 || n > 4)
+		return -1;
+	for (i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '7')
+			return -1;
+		v = v * 8 + (s[i] - '0');
+	}
+	if (v > 0777)
+		return -1;
+	*out = v;
+	return 0;
+}
+
 static int set_value(struct config *cfg, const struct config_key *k,
 		     const char *value, const char *origin, struct strbuf *err)
 {
@@ -106,6 +129,14 @@ static int set_value(struct config *cfg, const struct config_key *k,
 		*slot = xstrdup(value);
 		return 0;
 	}
+	if (k->type == KEY_MODE) {
+		if (parse_mode(value, (int64_t *)(base + k->offset)) < 0) {
+			strbuf_addf(err, "%s: %s must be octal permission bits such as 0660", origin,
+				    k->name);
+			return -1;
+		}
+		return 0;
+	}
 	if (parse_int64(value, k->min, k->max, (int64_t *)(base + k->offset)) < 0) {
 		strbuf_addf(err, "%s: %s must be an integer from %lld to %lld",
 			    origin, k->name, (long long)k->min, (long long)k->max);
@@ -114,63 +145,137 @@ static int set_value(struct config *cfg, const struct config_key *k,
 	return 0;
 }
 
-static char *trim(char *s)
+/* Bytes that may surround a key, the '=' and an unquoted value. */
+static int is_blank(char ch)
 {
-	char *e;
+	return ch == ' ' || ch == '\t' || ch == '\r';
+}
 
-	while (isspace((unsigned char)*s))
-		s++;
-	e = s + strlen(s);
-	while (e > s && isspace((unsigned char)e[-1]))
-		*--e = '\0';
-	return s;
+static int key_char(char ch)
+{
+	return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_';
+}
+
+/*
+ * Reads the value that starts at s (the line's rest, len bytes, leading
+ * blanks already skipped) into out. A value in double quotes keeps every
+ * byte, '#' and blanks included; \" and \\ are its only escapes and nothing
+ * but blanks may follow the closing quote. An unquoted value runs to the end
+ * of the line, trailing blanks cut; a '#' after a blank is refused there,
+ * because in other formats it would start a comment: what was meant as one
+ * must not silently become part of a value (a password, a path).
+ */
+static int parse_value(const char *s, size_t len, struct strbuf *out, const char **why)
+{
+	size_t i;
+
+	strbuf_reset(out);
+	if (len && s[0] == '"') {
+		for (i = 1; i < len && s[i] != '"'; i++) {
+			if (s[i] == '\\') {
+				if (i + 1 >= len || (s[i + 1] != '"' && s[i + 1] != '\\')) {
+					*why = "only \\\" and \\\\ may follow a backslash in a quoted value";
+					return -1;
+				}
+				i++;
+			}
+			strbuf_addch(out, s[i]);
+		}
+		if (i >= len) {
+			*why = "the quoted value has no closing '\"'";
+			return -1;
+		}
+		for (i++; i < len; i++)
+			if (!is_blank(s[i])) {
+				*why = "nothing but blanks may follow a quoted value";
+				return -1;
+			}
+		return 0;
+	}
+	while (len && is_blank(s[len - 1]))
+		len--;
+	for (i = 1; i < len; i++)
+		if (s[i] == '#' && is_blank(s[i - 1])) {
+			*why = "'#' only starts a comment at the start of a line; quote the value "
+			       "(\"...\") if the '#' belongs to it, or move the comment to its own line";
+			return -1;
+		}
+	strbuf_add(out, s, len);
+	return 0;
+}
+
+/* One "key = value" line (without its '\n'); blank lines and lines whose
+ * first non-blank byte is '#' are skipped. */
+static int parse_line(struct config *cfg, const char *line, size_t len, const char *origin,
+		      struct strbuf *err)
+{
+	struct strbuf value = STRBUF_INIT;
+	const struct config_key *k;
+	const char *why = NULL;
+	size_t i = 0, key_start, key_len;
+	int ret = -1;
+
+	while (i < len && is_blank(line[i]))
+		i++;
+	if (i == len || line[i] == '#')
+		return 0;
+	key_start = i;
+	while (i < len && key_char(line[i]))
+		i++;
+	key_len = i - key_start;
+	while (i < len && is_blank(line[i]))
+		i++;
+	if (key_len == 0 || i == len || line[i] != '=') {
+		strbuf_addf(err, "%s: expected key = value", origin);
+		goto out;
+	}
+	for (i++; i < len && is_blank(line[i]); i++)
+		;
+	k = find_key(line + key_start, key_len);
+	if (!k) {
+		strbuf_addf(err, "%s: unknown key '%.*s'", origin, (int)key_len, line + key_start);
+		goto out;
+	}
+	if (parse_value(line + i, len - i, &value, &why) < 0) {
+		strbuf_addf(err, "%s: %s: %s", origin, k->name, why);
+		goto out;
+	}
+	ret = set_value(cfg, k, strbuf_str(&value), origin, err);
+out:
+	strbuf_release(&value);
+	return ret;
 }
 
 static int parse_file(struct config *cfg, const char *path, struct strbuf *err)
 {
 	struct strbuf text = STRBUF_INIT, origin = STRBUF_INIT;
-	char *line, *save = NULL;
-	int lineno = 0, ret = 0, rc;
+	const char *p, *end;
+	int lineno = 0, ret = -1, rc;
 
 	rc = file_read_capped(path, 1 << 20, &text);
 	if (rc < 0) {
 		strbuf_addf(err, "cannot read %s: %s", path, strerror(-rc));
-		ret = -1;
 		goto out;
 	}
-	for (line = strtok_r(text.buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		char *eq, *key, *val, *hash;
-		const struct config_key *k;
+	/* Lines are split here, not with strtok: an empty line is a line, so
+	 * every message names the line an editor shows. */
+	p = strbuf_str(&text);
+	for (end = p + text.len; p < end; p++) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t len = nl ? (size_t)(nl - p) : (size_t)(end - p);
 
 		lineno++;
-		hash = strchr(line, '#');
-		if (hash)
-			*hash = '\0';
-		line = trim(line);
-		if (!*line)
-			continue;
 		strbuf_reset(&origin);
 		strbuf_addf(&origin, "%s:%d", path, lineno);
-		eq = strchr(line, '=');
-		if (!eq) {
-			strbuf_addf(err, "%s: expected key = value", origin.buf);
-			ret = -1;
+		if (memchr(p, '\0', len)) {
+			strbuf_addf(err, "%s: the line holds a NUL byte", origin.buf);
 			goto out;
 		}
-		*eq = '\0';
-		key = trim(line);
-		val = trim(eq + 1);
-		k = find_key(key, strlen(key));
-		if (!k) {
-			strbuf_addf(err, "%s: unknown key '%s'", origin.buf, key);
-			ret = -1;
+		if (parse_line(cfg, p, len, origin.buf, err) < 0)
 			goto out;
-		}
-		if (set_value(cfg, k, val, origin.buf, err) < 0) {
-			ret = -1;
-			goto out;
-		}
+		p += len;
 	}
+	ret = 0;
 out:
 	strbuf_release(&text);
 	strbuf_release(&origin);
@@ -202,6 +307,49 @@ static int apply_env(struct config *cfg, struct strbuf *err)
 	return ret;
 }
 
+/* socket_group is a group name or a numeric gid; empty means the group the
+ * process runs as. An unknown name is an error at start-up, not at bind. */
+static int resolve_socket_group(struct config *cfg, struct strbuf *err)
+{
+	struct group grp, *found = NULL;
+	char *buf = NULL;
+	size_t size = 1024;
+	int64_t gid;
+	int rc, ret = -1;
+
+	if (!*cfg->socket_group) {
+		cfg->socket_gid = (int64_t)getegid();
+		return 0;
+	}
+	if (parse_int64(cfg->socket_group, 0, 4294967294LL, &gid) == 0) {
+		cfg->socket_gid = gid;
+		return 0;
+	}
+	/* The group database may hold long member lists: grow the buffer,
+	 * within reason. */
+	for (;;) {
+		buf = xrealloc(buf, size, 1);
+		rc = getgrnam_r(cfg->socket_group, &grp, buf, size, &found);
+		if (rc != ERANGE || size >= (1u << 20))
+			break;
+		size *= 2;
+	}
+	if (rc) {
+		strbuf_addf(err, "socket_group: cannot look up group '%s': %s", cfg->socket_group,
+			    strerror(rc));
+		goto out;
+	}
+	if (!found) {
+		strbuf_addf(err, "socket_group: no group '%s'", cfg->socket_group);
+		goto out;
+	}
+	cfg->socket_gid = (int64_t)found->gr_gid;
+	ret = 0;
+out:
+	free(buf);
+	return ret;
+}
+
 int config_load(struct config *cfg, const char *path, struct strbuf *err)
 {
 	struct strbuf sb = STRBUF_INIT;
@@ -221,7 +369,7 @@ int config_load(struct config *cfg, const char *path, struct strbuf *err)
 			goto out;
 		cfg->config_file = xstrdup(path);
 	}
-	if (apply_env(cfg, err) < 0)
+	if (apply_env(cfg, err) < 0 || resolve_socket_group(cfg, err) < 0)
 		goto out;
 	/* Processes change directory (sandboxes, daemons) and nginx needs
 	 * absolute paths: anchor a relative state folder to where we started. */
@@ -258,6 +406,59 @@ out:
 	return ret;
 }
 
+/* What a running kiln-api cannot change without a restart: the sockets it
+ * holds open and the folder they and the signing secret live in. */
+static const char *const restart_keys[] = {
+	"state_dir", "listen", "stream_listen", "socket_mode", "socket_group", "secret_file",
+};
+
+static int key_differs(const struct config *a, const struct config *b, const struct config_key *k)
+{
+	const char *pa = (const char *)a + k->offset, *pb = (const char *)b + k->offset;
+
+	if (k->type == KEY_STR)
+		return strcmp(*(char *const *)pa, *(char *const *)pb) != 0;
+	return *(const int64_t *)pa != *(const int64_t *)pb;
+}
+
+/* Moves k's value from src to dst (strings change hands, not copies). */
+static void key_take(struct config *dst, struct config *src, const struct config_key *k)
+{
+	char *pd = (char *)dst + k->offset, *ps = (char *)src + k->offset;
+
+	if (k->type == KEY_STR) {
+		char *tmp = *(char **)pd;
+
+		*(char **)pd = *(char **)ps;
+		*(char **)ps = tmp;
+	} else {
+		*(int64_t *)pd = *(int64_t *)ps;
+	}
+}
+
+int config_reload(struct config *cfg, struct strbuf *kept, struct strbuf *err)
+{
+	struct config fresh;
+	size_t i;
+
+	if (config_load(&fresh, cfg->config_file, err) < 0) {
+		config_release(&fresh);
+		return -1;
+	}
+	for (i = 0; i < ARRAY_SIZE(restart_keys); i++) {
+		const struct config_key *k = find_key(restart_keys[i], strlen(restart_keys[i]));
+
+		if (!key_differs(cfg, &fresh, k))
+			continue;
+		key_take(&fresh, cfg, k);
+		strbuf_addf(kept, "%s%s", kept->len ? ", " : "", k->name);
+	}
+	fresh.socket_gid = cfg->socket_gid;
+	config_release(cfg);
+	*cfg = fresh;
+	return 0;
+}
+
 void config_release(struct config *cfg)
 {
 	size_t i;
@@ -279,6 +480,9 @@ void config_dump(const struct config *cfg, struct strbuf *out)
 		if (keys[i].type == KEY_INT)
 			strbuf_addf(out, "%s = %lld\n", keys[i].name,
 				    (long long)*(const int64_t *)base);
+		else if (keys[i].type == KEY_MODE)
+			strbuf_addf(out, "%s = %04llo\n", keys[i].name,
+				    (unsigned long long)*(const int64_t *)base);
 		else if (keys[i].secret)
 			strbuf_addf(out, "%s = %s\n", keys[i].name,
 				    **(char *const *)base ? "(set, hidden)" : "");

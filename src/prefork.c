@@ -29,30 +29,63 @@ volatile sig_atomic_t worker_stop;
 #define QUICK_DEATH_MS 2000
 #define MAX_BACKOFF_MS 30000
 
+/* Binds a unix socket at path with exactly mode and, unless gid is -1,
+ * gives it to group gid. The master is single-threaded here, so the
+ * process-wide umask can carry the mode into bind(2): the socket never
+ * exists with wider access, and nobody can connect before listen(2). */
+static int bind_unix(int fd, const char *path, unsigned mode, gid_t gid, struct strbuf *err)
+{
+	struct sockaddr_un sa;
+	struct stat st;
+	mode_t old_mask;
+	int rc;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	/* A socket left by an earlier run goes; anything else at the path is
+	 * a configuration mistake, not ours to delete. */
+	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+		unlink(path);
+	old_mask = umask(0777 & ~(mode_t)mode);
+	rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+	umask(old_mask);
+	if (rc < 0) {
+		strbuf_addf(err, "listen on %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (gid != (gid_t)-1 && lchown(path, (uid_t)-1, gid) < 0) {
+		strbuf_addf(err, "cannot give socket %s to group %u: %s (kiln-api must be a member "
+			    "of socket_group or run as root)", path, (unsigned)gid, strerror(errno));
+		unlink(path);
+		return -1;
+	}
+	return 0;
+}
+
 int listen_socket(const char *spec, struct strbuf *err)
+{
+	return listen_socket_mode(spec, 0660, (gid_t)-1, err);
+}
+
+int listen_socket_mode(const char *spec, unsigned mode, gid_t gid, struct strbuf *err)
 {
 	int fd = -1, one = 1;
 
 	if (!strncmp(spec, "unix:", 5))
 		spec += 5;
 	if (spec[0] == '/') {
-		struct sockaddr_un sa;
-
-		if (strlen(spec) >= sizeof(sa.sun_path)) {
+		if (strlen(spec) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
 			strbuf_addf(err, "socket path too long: %s", spec);
 			return -1;
 		}
-		memset(&sa, 0, sizeof(sa));
-		sa.sun_family = AF_UNIX;
-		memcpy(sa.sun_path, spec, strlen(spec) + 1);
 		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (fd < 0)
 			goto fail;
-		unlink(spec);
-		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-			goto fail;
-		/* nginx may run as another user; the folder guards access. */
-		chmod(spec, 0666);
+		if (bind_unix(fd, spec, mode, gid, err) < 0) {
+			close(fd);
+			return -1;
+		}
 	} else {
 		struct sockaddr_in sa;
 		const char *colon = strrchr(spec, ':');
@@ -214,6 +247,18 @@ static void reap(struct worker_slot *slots, int nslots, struct pool_spec *pools,
 	}
 }
 
+int64_t worker_recycle_limit(int64_t max_requests)
+{
+	uint64_t r = 0;
+	int64_t spread = max_requests / 10;
+
+	/* Drawn in the worker itself, after fork(): getrandom, not a PRNG
+	 * state every child inherits from the master. */
+	if (spread <= 0 || random_bytes(&r, sizeof(r)) < 0)
+		return max_requests;
+	return max_requests - spread + (int64_t)(r % (uint64_t)(2 * spread + 1));
+}
+
 void worker_allow_more(struct worker_slot *slot, int64_t ms)
 {
 	if (slot)
@@ -222,6 +267,46 @@ void worker_allow_more(struct worker_slot *slot, int64_t ms)
 
 int prefork_run(struct pool_spec *pools, int npools, int64_t grace_ms)
 {
+	return prefork_run_reloadable(pools, npools, grace_ms, NULL, NULL);
+}
+
+/* Room for each pool: its largest generation while the one before it is
+ * still finishing its last requests, and a slot waiting for a respawn. */
+static int pool_capacity(const struct pool_spec *pool)
+{
+	return pool->max_nprocs > pool->nprocs ? pool->max_nprocs : pool->nprocs;
+}
+
+/* On SIGHUP: the new settings, when there is a reload hook and it accepts
+ * them. 1 to replace the workers, 0 to keep the ones running. */
+static int reload_settings(struct pool_spec *pools, int npools, int64_t *grace_ms,
+			   prefork_reload_fn reload, void *ctx)
+{
+	struct strbuf err = STRBUF_INIT;
+	int p, ok = 1;
+
+	if (!reload)
+		return 1;
+	if (reload(ctx, pools, npools, grace_ms, &err) < 0) {
+		log_error("SIGHUP: configuration not reloaded, workers kept: %s", strbuf_str(&err));
+		ok = 0;
+	}
+	for (p = 0; ok && p < npools; p++) {
+		int cap = pools[p].max_nprocs; /* what the scoreboard was sized for */
+
+		if (pools[p].nprocs > cap || pools[p].nprocs < 1) {
+			log_warn("SIGHUP: %s pool: %d processes is outside 1..%d; using %d until a restart",
+				 pools[p].name, pools[p].nprocs, cap, pools[p].nprocs < 1 ? 1 : cap);
+			pools[p].nprocs = pools[p].nprocs < 1 ? 1 : cap;
+		}
+	}
+	strbuf_release(&err);
+	return ok;
+}
+
+int prefork_run_reloadable(struct pool_spec *pools, int npools, int64_t grace_ms,
+			   prefork_reload_fn reload, void *ctx)
+{
 	struct worker_slot *slots;
 	int nslots = 0, i, p, sfd, stopping = 0, ret = 0;
 	unsigned generation = 1;
@@ -229,8 +314,10 @@ int prefork_run(struct pool_spec *pools, int npools, int64_t grace_ms)
 	sigset_t mask;
 	int64_t stop_deadline = 0;
 
-	for (p = 0; p < npools; p++)
-		nslots += pools[p].nprocs * 3; /* room for replacements on SIGHUPs */
+	for (p = 0; p < npools; p++) {
+		pools[p].max_nprocs = pool_capacity(&pools[p]);
+		nslots += pools[p].max_nprocs * 3;
+	}
 	map_len = sizeof(*slots) * (size_t)nslots;
 	slots = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (slots == MAP_FAILED) {
@@ -256,7 +343,7 @@ int prefork_run(struct pool_spec *pools, int npools, int64_t grace_ms)
 
 		for (k = 0; k < pools[p].nprocs; k++, i++)
 			spawn_worker(&pools[p], &slots[i], p, generation);
-		for (k = 0; k < pools[p].nprocs * 2; k++, i++)
+		for (k = 0; k < pools[p].max_nprocs * 3 - pools[p].nprocs; k++, i++)
 			slots[i].pool = p;
 	}
 	log_info("master ready: %d pools", npools);
@@ -277,7 +364,8 @@ int prefork_run(struct pool_spec *pools, int npools, int64_t grace_ms)
 						if (slots[i].pid > 0)
 							kill(slots[i].pid, SIGTERM);
 				}
-			} else if (si.ssi_signo == SIGHUP && !stopping) {
+			} else if (si.ssi_signo == SIGHUP && !stopping &&
+				   reload_settings(pools, npools, &grace_ms, reload, ctx)) {
 				/* New generation first, then retire the old one: the
 				 * socket never closes and no request is refused. */
 				generation++;

@@ -11,16 +11,8 @@
  * in c->id[] in order), "{ref}" an id or the word "draft" (stored as 0), and
  * a final "{*}" the non-empty rest of the path (c->rest).
  */
-struct route {
-	const char *method;
-	const char *pattern;
-	void (*handler)(struct rctx *c);
-	int public; /* no token needed */
-	const char *name;
-};
-
 #define AGENT "/admin/apps/{id}/coding-agent"
-static const struct route routes[] = {
+const struct api_route api_routes[] = {
 	{ "GET", "/admin/health", h_health, 1, "health" },
 	{ "GET", "/admin/internal/preview-auth", h_preview_auth, 1, "preview_auth" },
 	{ "GET", "/admin/apps", h_apps_list, 0, "apps_list" },
@@ -47,6 +39,7 @@ static const struct route routes[] = {
 	{ "POST", AGENT "/checkpoints/{id}/revert-file", h_checkpoint_revert_file, 0, "checkpoint_revert_file" },
 	{ "GET", AGENT "/checkpoints/{id}/diff/{ref}", h_checkpoint_diff, 0, "checkpoint_diff" },
 };
+const size_t api_nroutes = ARRAY_SIZE(api_routes);
 
 static int parse_id(const char *s, size_t len, int64_t *out)
 {
@@ -109,32 +102,38 @@ static int route_match(const char *pattern, const char *path, int64_t *ids, cons
 	return !*p && !*s;
 }
 
+const struct api_route *api_route_find(const char *method, const char *path, int64_t ids[4],
+				       const char **rest, struct strbuf *allow)
+{
+	size_t i;
+
+	for (i = 0; i < api_nroutes; i++) {
+		int64_t found[4] = { 0 };
+		const char *tail = NULL;
+
+		if (!route_match(api_routes[i].pattern, path, found, &tail))
+			continue;
+		if (strcmp(api_routes[i].method, method) != 0) {
+			strbuf_addf(allow, "%s%s", allow->len ? ", " : "", api_routes[i].method);
+			continue;
+		}
+		memcpy(ids, found, sizeof(found));
+		*rest = tail;
+		return &api_routes[i];
+	}
+	return NULL;
+}
+
 void api_dispatch(struct rctx *c)
 {
 	struct strbuf allow = STRBUF_INIT;
-	const char *path = c->req->path.buf;
-	const struct route *hit = NULL;
-	size_t i;
+	const struct api_route *hit;
 
 	if (c->req->path_invalid) {
 		respond_error(c, 400, "invalid_path", "the request path is not valid");
 		goto out;
 	}
-	for (i = 0; i < ARRAY_SIZE(routes); i++) {
-		int64_t ids[4] = { 0 };
-		const char *rest = NULL;
-
-		if (!route_match(routes[i].pattern, path, ids, &rest))
-			continue;
-		if (strcmp(routes[i].method, c->req->method) != 0) {
-			strbuf_addf(&allow, "%s%s", allow.len ? ", " : "", routes[i].method);
-			continue;
-		}
-		hit = &routes[i];
-		memcpy(c->id, ids, sizeof(ids));
-		c->rest = rest;
-		break;
-	}
+	hit = api_route_find(c->req->method, c->req->path.buf, c->id, &c->rest, &allow);
 	if (!hit) {
 		if (allow.len) {
 			http_response_header(c->res, "Allow", allow.buf);

@@ -4,17 +4,17 @@
  *
  *   kilnctl migrate
  *   kilnctl org create SLUG [NAME] | org list
- *   kilnctl token create ORG_SLUG [--name N] [--expires-days D] | token revoke ID|PREFIX
+ *   kilnctl token create ORG_SLUG [--name N] [--expires-days D] | token list
+ *   kilnctl token revoke ID | token revoke ORG_SLUG PREFIX|TOKEN
  *   kilnctl app list [ORG_SLUG]
  *   kilnctl checkpoint verify | checkpoint gc [--dry-run]
  *   kilnctl doctor
- *   kilnctl config
+ *   kilnctl config | routes | --help
  */
-#include <dirent.h>
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "api.h"
 #include "apps.h"
 #include "auth.h"
 #include "config.h"
@@ -22,6 +22,7 @@
 #include "fileutil.h"
 #include "kilnctl.h"
 #include "log.h"
+#include "migrate.h"
 #include "sandbox.h"
 #include "strbuf.h"
 #include "util.h"
@@ -32,126 +33,20 @@ static int die_db(struct db *db, const char *what)
 	return 1;
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Splits a migration into statements at ';' outside quotes and comments. */
-static int run_sql_script(struct db *db, const char *sql, struct strbuf *err)
-{
-	struct strbuf stmt = STRBUF_INIT;
-	const char *p = sql;
-	char quote = 0;
-	int ret = 0;
-
-	while (*p) {
-		if (!quote && p[0] == '-' && p[1] == '-') {
-			while (*p && *p != '\n')
-				p++;
-			continue;
-		}
-		if (quote) {
-			if (*p == quote && p[1] == quote) {
-				strbuf_add(&stmt, p, 2);
-				p += 2;
-				continue;
-			}
-			if (*p == quote)
-				quote = 0;
-		} else if (*p == '\'' || *p == '"' || *p == '`') {
-			quote = *p;
-		} else if (*p == ';') {
-			size_t i;
-
-			for (i = 0; i < stmt.len && strchr(" \t\r\n", stmt.buf[i]); i++)
-				;
-			if (i < stmt.len && db_exec(db, stmt.buf + i, "") < 0) {
-				strbuf_addf(err, "%s", db->errmsg);
-				ret = -1;
-				break;
-			}
-			strbuf_reset(&stmt);
-			p++;
-			continue;
-		}
-		strbuf_addch(&stmt, *p++);
-	}
-	strbuf_release(&stmt);
-	return ret;
-}
+/* Waits this long for another migrate to finish before giving up. */
+#define MIGRATE_LOCK_WAIT_S 120
 
 static int cmd_migrate(struct config *cfg, struct db *db)
 {
-	struct strbuf path = STRBUF_INIT, sql = STRBUF_INIT, err = STRBUF_INIT;
-	char **names = NULL;
-	size_t n = 0, i;
-	struct dirent *de;
-	DIR *d;
-	int ret = 1, applied = 0;
+	struct strbuf err = STRBUF_INIT;
+	int applied = migrate_run(db, cfg->schema_dir, MIGRATE_LOCK_WAIT_S, stdout, &err);
 
-	if (db_exec(db, "CREATE TABLE IF NOT EXISTS schema_migrations ("
-			"version VARCHAR(128) NOT NULL PRIMARY KEY COMMENT 'migration file name', "
-			"applied_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)) "
-			"ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT='Applied schema migrations'", "") < 0)
-		return die_db(db, "migrate");
-	d = opendir(cfg->schema_dir);
-	if (!d) {
-		fprintf(stderr, "kilnctl: cannot open %s: %s\n", cfg->schema_dir, strerror(errno));
-		return 1;
-	}
-	while ((de = readdir(d))) {
-		size_t len = strlen(de->d_name);
-
-		if (len > 4 && !strcmp(de->d_name + len - 4, ".sql") &&
-		    de->d_name[0] >= '0' && de->d_name[0] <= '9') {
-			names = xrealloc(names, n + 1, sizeof(*names));
-			names[n++] = xstrdup(de->d_name);
-		}
-	}
-	closedir(d);
-	if (n)
-		qsort(names, n, sizeof(*names), cmp_str);
-	for (i = 0; i < n; i++) {
-		struct db_result r;
-		int done;
-
-		if (db_query(db, &r, "SELECT 1 FROM schema_migrations WHERE version = ?", "s", names[i]) < 0) {
-			ret = die_db(db, "migrate");
-			goto out;
-		}
-		done = r.nrows > 0;
-		db_result_free(&r);
-		if (done)
-			continue;
-		strbuf_reset(&path);
-		strbuf_addf(&path, "%s/%s", cfg->schema_dir, names[i]);
-		strbuf_reset(&sql);
-		if (file_read_capped(path.buf, 4 << 20, &sql) < 0) {
-			fprintf(stderr, "kilnctl: cannot read %s\n", path.buf);
-			goto out;
-		}
-		if (run_sql_script(db, sql.buf, &err) < 0) {
-			fprintf(stderr, "kilnctl: %s failed: %s\n", names[i], err.buf);
-			goto out;
-		}
-		if (db_exec(db, "INSERT INTO schema_migrations (version) VALUES (?)", "s", names[i]) < 0) {
-			ret = die_db(db, "migrate");
-			goto out;
-		}
-		printf("applied %s\n", names[i]);
-		applied++;
-	}
-	printf("schema up to date (%d applied now)\n", applied);
-	ret = 0;
-out:
-	for (i = 0; i < n; i++)
-		free(names[i]);
-	free(names);
-	strbuf_release(&path);
-	strbuf_release(&sql);
+	if (applied < 0)
+		fprintf(stderr, "kilnctl: migrate: %s\n", err.buf);
+	else
+		printf("schema up to date (%d applied now)\n", applied);
 	strbuf_release(&err);
-	return ret;
+	return applied < 0 ? 1 : 0;
 }
 
 static int org_id_by_slug(struct db *db, const char *slug, int64_t *id)
@@ -204,6 +99,58 @@ static int cmd_org(struct db *db, int argc, char **argv)
 	return 2;
 }
 
+/* token revoke ID, or token revoke ORG_SLUG PREFIX|TOKEN: a prefix is not
+ * unique (8 hex digits), so it is looked up only within one organization
+ * and only when one active token there has it. */
+static int token_revoke(struct db *db, int argc, char **argv)
+{
+	struct strbuf matches = STRBUF_INIT;
+	int64_t id, org, n;
+	int rc, ret = 1;
+
+	if (argc == 1 && parse_int64(argv[0], 1, INT64_MAX, &id) == 0) {
+		n = auth_token_revoke_id(db, id);
+		if (n < 0)
+			return die_db(db, "token revoke");
+		if (n == 0) {
+			fprintf(stderr, "kilnctl: no active token with id %lld\n", (long long)id);
+			return 1;
+		}
+		printf("revoked token %lld\n", (long long)id);
+		return 0;
+	}
+	if (argc != 2) {
+		fprintf(stderr, "kilnctl: token revoke takes a token id (see token list), or an "
+				"organization and a prefix: kilnctl token revoke ORG_SLUG PREFIX\n");
+		return 2;
+	}
+	if (org_id_by_slug(db, argv[0], &org))
+		return 1;
+	rc = auth_token_revoke_match(db, org, argv[1], &matches);
+	switch (rc) {
+	case 1:
+		printf("revoked token %s of %s\n", matches.buf, argv[0]);
+		ret = 0;
+		break;
+	case 0:
+		fprintf(stderr, "kilnctl: %s has no active token matching that\n", argv[0]);
+		break;
+	case AUTH_REVOKE_INVALID:
+		fprintf(stderr, "kilnctl: '%s' is neither a token nor a prefix (kiln_ and 8 hex "
+				"digits, as token list shows it)\n", argv[1]);
+		ret = 2;
+		break;
+	case AUTH_REVOKE_AMBIGUOUS:
+		fprintf(stderr, "kilnctl: active tokens %s of %s share that prefix; nothing revoked: "
+				"revoke one by id (kilnctl token revoke ID)\n", matches.buf, argv[0]);
+		break;
+	default:
+		ret = die_db(db, "token revoke");
+	}
+	strbuf_release(&matches);
+	return ret;
+}
+
 static int cmd_token(struct db *db, int argc, char **argv)
 {
 	struct strbuf tok = STRBUF_INIT;
@@ -236,14 +183,8 @@ static int cmd_token(struct db *db, int argc, char **argv)
 		strbuf_release(&tok);
 		return 0;
 	}
-	if (argc >= 2 && !strcmp(argv[0], "revoke")) {
-		int64_t n = auth_token_revoke(db, argv[1]);
-
-		if (n < 0)
-			return die_db(db, "token revoke");
-		printf("%lld token(s) revoked\n", (long long)n);
-		return n > 0 ? 0 : 1;
-	}
+	if (argc >= 2 && !strcmp(argv[0], "revoke"))
+		return token_revoke(db, argc - 1, argv + 1);
 	if (argc >= 1 && !strcmp(argv[0], "list")) {
 		struct db_result r;
 		size_t k;
@@ -263,7 +204,7 @@ static int cmd_token(struct db *db, int argc, char **argv)
 		return 0;
 	}
 	fprintf(stderr, "usage: kilnctl token create ORG_SLUG [--name N] [--expires-days D] | "
-			"token revoke ID|PREFIX | token list\n");
+			"token revoke ID | token revoke ORG_SLUG PREFIX|TOKEN | token list\n");
 	return 2;
 }
 
@@ -321,17 +262,34 @@ static int cmd_doctor(struct config *cfg, struct db *db, int db_ok)
 	return bad;
 }
 
-static void usage(void)
+static void usage(FILE *to)
 {
 	fputs("usage: kilnctl [--config FILE] COMMAND\n"
 	      "  migrate                         apply missing schema migrations\n"
 	      "  org create SLUG [NAME] | org list\n"
-	      "  token create ORG_SLUG [--name N] [--expires-days D] | token revoke ID|PREFIX | token list\n"
+	      "  token create ORG_SLUG [--name N] [--expires-days D]   prints the token, once\n"
+	      "  token revoke ID                 a token by its id (see token list)\n"
+	      "  token revoke ORG_SLUG PREFIX    the one active token of ORG_SLUG with that prefix\n"
+	      "                                  (kiln_ and 8 hex digits) or that whole token\n"
+	      "  token list\n"
 	      "  app list [ORG_SLUG]\n"
 	      "  checkpoint verify | checkpoint gc [--dry-run]\n"
 	      "  doctor                          check database and sandbox\n"
-	      "  config                          print the effective configuration\n",
-	      stderr);
+	      "  config                          print the effective configuration\n"
+	      "  routes                          print the API's route table\n"
+	      "  --help                          this text\n",
+	      to);
+}
+
+/* METHOD, pattern, name and whether a token is needed, one route a line. */
+static int cmd_routes(void)
+{
+	size_t i;
+
+	for (i = 0; i < api_nroutes; i++)
+		printf("%s\t%s\t%s\t%s\n", api_routes[i].method, api_routes[i].pattern,
+		       api_routes[i].name, api_routes[i].public ? "public" : "token");
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -349,10 +307,16 @@ int main(int argc, char **argv)
 		argv += 2;
 	}
 	if (argc < 2) {
-		usage();
+		usage(stderr);
 		return 2;
 	}
 	cmd = argv[1];
+	if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(cmd, "routes"))
+		return cmd_routes();
 	if (config_load(&cfg, cfgpath, &err) < 0) {
 		fprintf(stderr, "kilnctl: config: %s\n", err.buf);
 		return 1;
@@ -365,7 +329,8 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(cmd, "migrate") && strcmp(cmd, "org") && strcmp(cmd, "token") &&
 	    strcmp(cmd, "app") && strcmp(cmd, "checkpoint") && strcmp(cmd, "doctor")) {
-		usage();
+		fprintf(stderr, "kilnctl: unknown command '%s'\n", cmd);
+		usage(stderr);
 		goto out_nodb;
 	}
 	db_ok = db_connect(&db, &cfg) == 0;

@@ -7,6 +7,7 @@
 #define KILN_TEST_HARNESS_H
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int harness_failed_checks;
@@ -43,6 +44,20 @@ static int harness_passed, harness_failed;
 			fprintf(stderr, "FAIL %s\n", #fn);                   \
 		}                                                            \
 	} while (0)
+
+/* Creates a private folder "$TMPDIR/<stem>-XXXXXX" (or under /tmp) into
+ * buf; 0, or -1 after saying why. */
+static inline int harness_mkdtemp(char *buf, size_t size, const char *stem)
+{
+	const char *tmp = getenv("TMPDIR");
+
+	snprintf(buf, size, "%s/%s-XXXXXX", tmp && *tmp ? tmp : "/tmp", stem);
+	if (!mkdtemp(buf)) {
+		perror("mkdtemp");
+		return -1;
+	}
+	return 0;
+}
 
 static inline int harness_done(const char *suite)
 {
