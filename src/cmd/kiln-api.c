@@ -78,7 +78,9 @@ static void api_worker(void *arg, int listen_fd, struct worker_slot *slot)
 	struct strbuf err = STRBUF_INIT;
 	FCGX_Request fr;
 	sigset_t stopsigs, waitmask;
-	int64_t served = 0;
+	/* Each worker its own limit: workers started together do not all
+	 * recycle at the same moment. */
+	int64_t served = 0, recycle_after = worker_recycle_limit(cfg->max_requests_per_worker);
 
 	log_set_prog("kiln-api");
 	if (services_init(&svc, cfg, &err) < 0) {
@@ -100,7 +102,7 @@ static void api_worker(void *arg, int listen_fd, struct worker_slot *slot)
 	sigdelset(&waitmask, SIGINT);
 	FCGX_Init();
 	FCGX_InitRequest(&fr, listen_fd, 0);
-	while (!worker_stop && served < cfg->max_requests_per_worker) {
+	while (!worker_stop && served < recycle_after) {
 		int rc = FCGX_Accept_r(&fr);
 
 		if (rc < 0) {
@@ -147,6 +149,33 @@ static void raise_fd_limit(const struct config *cfg)
 			 (unsigned long long)want);
 }
 
+/* SIGHUP: kiln.conf is read again and replaces cfg in place, so the pools'
+ * args (cfg, and sargs.cfg) stay valid; the master then starts a new
+ * generation of workers with it. A bad file keeps the running workers. */
+static int reload_config(void *ctx, struct pool_spec *pools, int npools, int64_t *grace_ms,
+			 struct strbuf *err)
+{
+	struct config *cfg = ctx;
+	struct strbuf kept = STRBUF_INIT;
+
+	(void)npools;
+	if (config_reload(cfg, &kept, err) < 0) {
+		strbuf_release(&kept);
+		return -1;
+	}
+	if (kept.len)
+		log_warn("SIGHUP: %s changed; that takes a restart, the running value stays", kept.buf);
+	raise_fd_limit(cfg);
+	pools[0].nprocs = (int)cfg->workers;
+	pools[0].request_timeout_ms = cfg->request_timeout_s * 1000;
+	pools[1].nprocs = (int)cfg->stream_processes;
+	*grace_ms = cfg->shutdown_grace_s * 1000;
+	log_info("SIGHUP: configuration reloaded from %s",
+		 cfg->config_file ? cfg->config_file : "defaults and environment");
+	strbuf_release(&kept);
+	return 0;
+}
+
 static void usage(void)
 {
 	fputs("usage: kiln-api [--config FILE]\n", stderr);
@@ -190,12 +219,13 @@ int main(int argc, char **argv)
 		log_error("%s", err.buf);
 		return 1;
 	}
-	api_fd = listen_socket(cfg.listen, &err);
+	api_fd = listen_socket_mode(cfg.listen, (unsigned)cfg.socket_mode, (gid_t)cfg.socket_gid, &err);
 	/* API workers poll, then accept without blocking (see api_worker);
 	 * accepted connections do not inherit the flag. */
 	if (api_fd >= 0)
 		fcntl(api_fd, F_SETFL, fcntl(api_fd, F_GETFL) | O_NONBLOCK);
-	stream_fd = api_fd < 0 ? -1 : listen_socket(cfg.stream_listen, &err);
+	stream_fd = api_fd < 0 ? -1 : listen_socket_mode(cfg.stream_listen, (unsigned)cfg.socket_mode,
+							 (gid_t)cfg.socket_gid, &err);
 	if (api_fd < 0 || stream_fd < 0) {
 		log_error("%s", err.buf);
 		return 1;
@@ -204,6 +234,7 @@ int main(int argc, char **argv)
 	pools[0].name = "api";
 	pools[0].listen_fd = api_fd;
 	pools[0].nprocs = (int)cfg.workers;
+	pools[0].max_nprocs = CONFIG_MAX_WORKERS;
 	pools[0].request_timeout_ms = cfg.request_timeout_s * 1000;
 	pools[0].worker_main = api_worker;
 	pools[0].arg = &cfg;
@@ -211,12 +242,13 @@ int main(int argc, char **argv)
 	pools[1].name = "stream";
 	pools[1].listen_fd = stream_fd;
 	pools[1].nprocs = (int)cfg.stream_processes;
+	pools[1].max_nprocs = CONFIG_MAX_STREAM_PROCESSES;
 	pools[1].request_timeout_ms = 0; /* streams are long by design */
 	pools[1].worker_main = stream_worker_main;
 	pools[1].arg = &sargs;
 	log_info("listening on %s (api, %d workers) and %s (streams, %d processes)",
 		 cfg.listen, pools[0].nprocs, cfg.stream_listen, pools[1].nprocs);
-	rc = prefork_run(pools, 2, cfg.shutdown_grace_s * 1000);
+	rc = prefork_run_reloadable(pools, 2, cfg.shutdown_grace_s * 1000, reload_config, &cfg);
 	close(api_fd);
 	close(stream_fd);
 	if (cfg.listen[0] == '/' || !strncmp(cfg.listen, "unix:", 5))
