@@ -570,6 +570,7 @@ static void test_run_command_with_npm(void)
 		"{\"name\": \"t\", \"version\": \"1.0.0\", \"private\": true, \"scripts\": {"
 		"\"build\": \"echo building && mkdir -p dist && echo ok > dist/index.html\","
 		"\"lint\": \"exit 3\"}}\n";
+	static const char wait_js[] = "console.log('waiting'); setTimeout(() => {}, 60000);\n";
 	struct strbuf p = STRBUF_INIT, summary = STRBUF_INIT, err_text = STRBUF_INIT;
 	struct cmdpolicy policy;
 	struct tool_error err;
@@ -627,9 +628,9 @@ static void test_run_command_with_npm(void)
 
 	/* timeout: an error, with the partial result still there */
 	strbuf_reset(&summary);
-	args = json_tokener_parse("{\"argv\": [\"node\", \"-e\", "
-				  "\"console.log('waiting'); setTimeout(() => {}, 60000)\"], "
-				  "\"timeout_ms\": 1500}");
+	ws_path(&p, "wait.js");
+	CHECK(file_write_atomic(p.buf, wait_js, strlen(wait_js), 0644) == 0);
+	args = json_tokener_parse("{\"argv\": [\"node\", \"wait.js\"], \"timeout_ms\": 1500}");
 	memset(&err, 0, sizeof(err));
 	CHECK(cmdtool_call(&policy, &sc, workspace.buf, args, NULL, &result, &summary,
 			   &err) == -1);
