@@ -631,9 +631,10 @@ static const struct cmdpolicy_list *forced_args(const struct cmdpolicy_program *
 }
 
 /* argv with the policy's forced arguments right after the subcommand:
- * there, no argument of the model's can take them as its value (npm
- * --depth would), and nothing but "--" or a later spelling of the same
- * option could undo them, which deny_options is there to refuse. */
+ * there no argument of the model's can take one as its value (npm's
+ * --depth would take the next argument) and they come before any "--";
+ * only a later spelling of the same option could undo them, and
+ * deny_options refuses those. */
 static void verdict_argv(const struct cmdpolicy_program *prog, const char *const *argv,
 			 size_t argc, struct cmdpolicy_verdict *v)
 {
@@ -682,7 +683,6 @@ int cmdpolicy_decide(const struct cmdpolicy *p, const char *const *argv, size_t 
 	size_t i;
 
 	memset(v, 0, sizeof(*v));
-
 	if (!argv || argc == 0 || !argv[0] || !*argv[0]) {
 		strbuf_addstr(&msg, "argv must name a program");
 		return deny(err, &msg);

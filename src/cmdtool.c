@@ -164,7 +164,7 @@ static int check_workspace(const struct workspace *ws, json_object *result,
 	}
 	ws_usage_describe(ws, &u, &what);
 	tool_error_set(err, "limit_exceeded",
-		       "the command finished, but the workspace is now over its limits: %s. "
+		       "after the command the workspace is over its limits: %s. "
 		       "Delete or shrink files until it fits (node_modules, dist and .git "
 		       "do not count); until then the run's changes cannot be saved",
 		       what.buf);
@@ -218,7 +218,7 @@ static int run_command(const struct cmdpolicy *p, const struct sandbox_config *s
 	if (res.timed_out) {
 		tool_error_set(err, "timeout", "the command did not finish within %.1f s and "
 			       "was killed%s%s", (double)v.timeout_ms / 1000.0,
-			       over ? "; besides, " : "", over ? limits.message : "");
+			       over ? "; also, " : "", over ? limits.message : "");
 		goto out;
 	}
 	if (res.cancelled) {

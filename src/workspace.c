@@ -1056,6 +1056,7 @@ static int read_dir(struct walk *w, int fd, struct walk_entry **out,
 			if (w->flags & WS_WALK_CUT_BIG_DIRS) {
 				/* the entries read so far stand for the folder */
 				w->cut = 1;
+				errno = 0;
 				break;
 			}
 			ws_set_error(w->err, "limit_exceeded",

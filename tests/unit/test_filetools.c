@@ -1148,7 +1148,7 @@ static void test_search_regex_bombs(void)
 	getrusage(RUSAGE_SELF, &after);
 	fprintf(stderr, "regex state explosion over 8 MiB: %lld ms, rss +%ld KiB, %s\n",
 		(long long)(mono_ms() - t0), after.ru_maxrss - before.ru_maxrss, summary.buf);
-	CHECK(mono_ms() - t0 < 20000);
+	CHECK(mono_ms() - t0 < 60000); /* generous: sanitizer builds on a loaded machine */
 	CHECK(after.ru_maxrss - before.ru_maxrss < 16384);
 	CHECK(jbool(res, "truncated") == 1);
 	CHECK(jstr(res, "note") && strstr(jstr(res, "note"), "work limit"));
