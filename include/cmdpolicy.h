@@ -4,8 +4,10 @@
  *   cmdpolicy_load / cmdpolicy_load_json   read and validate a policy
  *   cmdpolicy_release
  *   cmdpolicy_argv_from_json               model JSON -> C argv, shape checks
- *   cmdpolicy_check                        allow or deny one argv; effective
- *                                          timeout and output cap
+ *   cmdpolicy_decide                        allow or deny one argv; the argv to
+ *                                          run, effective timeout and output cap
+ *   cmdpolicy_verdict_release
+ *   cmdpolicy_check                        cmdpolicy_decide without the argv
  *
  * The policy is defence in depth and a guide for the model: the bubblewrap
  * sandbox (sandbox.h) is what contains a command that is allowed. The policy
@@ -14,7 +16,7 @@
  *   {
  *     "default_timeout_ms": 60000,   timeout when neither the call nor the
  *                                    program sets one
- *     "max_timeout_ms": 300000,      hard ceiling; longer requests are clamped
+ *     "max_timeout_ms": 300000,      hard ceiling for every timeout
  *     "output_cap": 65536,           bytes of output kept per command
  *     "max_args": 64,                argv elements (argv[0] included), <= 1024
  *     "max_arg_bytes": 4096,         bytes per argv element, <= 65536
@@ -29,7 +31,22 @@
  *         "deny_args": [...],        arguments refused anywhere after argv[0]:
  *                                    "x" matches exactly, "x*" any argument
  *                                    starting with x
- *         "timeout_ms": 180000,      default timeout for this program
+ *         "deny_options": [...],     options refused anywhere after argv[0], in
+ *                                    every spelling the program's parser takes:
+ *                                    an entry "eval" (no dashes) denies -eval,
+ *                                    --eval, ---eval, --eval=x, --no-eval,
+ *                                    --ev (an abbreviation of two characters or
+ *                                    more: npm takes unambiguous ones) and, '_'
+ *                                    being read as '-', --ev_al; "inspect*"
+ *                                    denies every option starting with inspect;
+ *                                    a one-letter entry "g" also denies the
+ *                                    letter inside a group of single-letter
+ *                                    flags (-lg, -pe)
+ *         "force_args": {            arguments always inserted right after a
+ *           "install": [...]         subcommand (npm install --ignore-scripts=true);
+ *         },                         keys must be listed in subcommands
+ *         "timeout_ms": 180000,      timeout for this program; a call may ask
+ *                                    for less, never for more
  *         "output_cap": 65536        output cap for this program
  *       }
  *     }
@@ -60,6 +77,11 @@ struct cmdpolicy_list {
 	size_t n;
 };
 
+struct cmdpolicy_forced {
+	char *subcommand;
+	struct cmdpolicy_list args;
+};
+
 struct cmdpolicy_program {
 	char *name;
 	int has_subcommands;              /* else any argv[1] */
@@ -67,6 +89,9 @@ struct cmdpolicy_program {
 	struct cmdpolicy_list script_subcommands;
 	struct cmdpolicy_list scripts;
 	struct cmdpolicy_list deny_args;
+	struct cmdpolicy_list deny_options;
+	struct cmdpolicy_forced *forced;  /* force_args */
+	size_t nforced;
 	int64_t timeout_ms;               /* 0 = policy default */
 	size_t output_cap;                /* 0 = policy default */
 };
@@ -97,13 +122,32 @@ void cmdpolicy_release(struct cmdpolicy *p);
 int cmdpolicy_argv_from_json(json_object *arr, const char ***argv, size_t *argc,
 			     struct tool_error *err);
 
+/* What to run when the policy allows an argv. */
+struct cmdpolicy_verdict {
+	/* NULL-terminated: the caller's argv with the program's force_args
+	 * inserted after the subcommand; the strings are borrowed from that
+	 * argv and from the policy (keep both alive), the array is owned */
+	const char **argv;
+	size_t argc;
+	int64_t timeout_ms;  /* the program's timeout (else the policy default),
+			      * lowered to requested_timeout_ms if that is
+			      * > 0 and smaller; never above max_timeout_ms */
+	size_t output_cap;
+};
+
 /*
  * Checks argv against the policy. On refusal returns -1 with err->code
- * "command_denied" and a message naming the rule that denied it. On success
- * fills the effective timeout (requested_timeout_ms if > 0, else the
- * program's, else the policy default; clamped to max_timeout_ms) and output
- * cap.
+ * "command_denied" and a message naming the rule that denied it (v is then
+ * empty, releasing it is harmless). On success fills v; release it.
  */
+int cmdpolicy_decide(const struct cmdpolicy *p, const char *const *argv, size_t argc,
+		     int64_t requested_timeout_ms, struct cmdpolicy_verdict *v,
+		     struct tool_error *err);
+void cmdpolicy_verdict_release(struct cmdpolicy_verdict *v);
+
+/* cmdpolicy_decide for callers that only need the timeout and the output
+ * cap. Running argv itself then skips the program's force_args: whoever
+ * runs a command must run the verdict's argv. */
 int cmdpolicy_check(const struct cmdpolicy *p, const char *const *argv, size_t argc,
 		    int64_t requested_timeout_ms, int64_t *timeout_ms,
 		    size_t *output_cap, struct tool_error *err);

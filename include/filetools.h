@@ -9,6 +9,18 @@
  * rename_file, snapshot. Every path goes through workspace.h, so arguments
  * may be anything the model produces: wrong types, missing fields, escape
  * attempts. Failures come back as a tool_error the model can act on.
+ *
+ * Ignored folders (node_modules, dist, .git, the app's own): list_files,
+ * search_files and snapshot never enter them, also when the path names a
+ * file inside one or reaches one through a symlink ("is_ignored"); the
+ * writing tools refuse them; read_file reads them, since a dependency's
+ * source or a build's output is worth reading and confinement holds anyway.
+ *
+ * search_files: regular expressions are ere.h's (linear time, refused when
+ * they would expand past its program limit). One call does a bounded amount
+ * of work (bytes scanned plus matcher steps); past it the answer is the
+ * matches so far with "truncated": true and a "note" saying the search
+ * stopped early. write_file keeps the execute bit of a file it replaces.
  */
 #ifndef KILN_FILETOOLS_H
 #define KILN_FILETOOLS_H

@@ -8,6 +8,7 @@
  *   manifest_init / manifest_release
  *   manifest_add / manifest_sort / manifest_find
  *   manifest_build        walk a workspace (ignored folders skipped)
+ *   manifest_build_ex     the same, also for a workspace past its limits
  *   manifest_to_json      [{"path":..,"size":..,"sha256":..}, ...]
  *   manifest_from_json
  *   manifest_diff         added / changed / deleted paths between two
@@ -34,6 +35,9 @@ struct manifest {
 	struct manifest_entry *v;
 	size_t n, alloc;
 	uint64_t total_size;
+	/* set only by manifest_build_ex(MANIFEST_OVER_LIMITS): files were left
+	 * out, so a diff against this manifest may call some "deleted" */
+	int incomplete;
 };
 
 struct manifest_delta {
@@ -55,6 +59,28 @@ const struct manifest_entry *manifest_find(const struct manifest *m,
  * list. Returns 0 or -1. */
 int manifest_build(const struct workspace *ws, struct manifest *out,
 		   struct tool_error *err);
+
+enum manifest_mode {
+	MANIFEST_WITHIN_LIMITS, /* manifest_build: past a limit is an error */
+	MANIFEST_OVER_LIMITS,   /* list what is there, limits or not */
+};
+/* Hard ceilings of MANIFEST_OVER_LIMITS, as multiples of the workspace's
+ * max_files and max_total_size: memory and hashing stay bounded. */
+#define MANIFEST_OVER_LIMITS_FACTOR 8
+/*
+ * MANIFEST_WITHIN_LIMITS is manifest_build. MANIFEST_OVER_LIMITS is for
+ * reading a workspace that a command has pushed past its limits, so that
+ * what compares against it or replaces it (a restore's current files, a
+ * diff against the draft, a failed run's changed files) still works: it
+ * lists up to MANIFEST_OVER_LIMITS_FACTOR times max_files and hashes up to
+ * that many times max_total_size, walks folders too big for ws_walk in
+ * part, and leaves out files it cannot hash (hard links, special files
+ * swapped in, unreadable ones); any of these sets out->incomplete instead
+ * of failing. It fails only when the workspace cannot be walked at all.
+ * Never archive an incomplete manifest: snapshots use manifest_build.
+ */
+int manifest_build_ex(const struct workspace *ws, enum manifest_mode mode,
+		      struct manifest *out, struct tool_error *err);
 json_object *manifest_to_json(const struct manifest *m);
 /* Validates every element (path safe and relative, size, 64-hex sha256). */
 int manifest_from_json(json_object *arr, struct manifest *out);

@@ -3,6 +3,7 @@
  *
  *   struct sandbox_config / sandbox_config_default   bwrap path, sandbox
  *                                   user, resource limits
+ *   sandbox_config_from_config      the same from kiln.conf (sandbox_*)
  *   sandbox_probe                   can a sandbox start here at all?
  *   sandbox_run                     run argv with the workspace at /workspace
  *   sandbox_result_release
@@ -43,7 +44,9 @@
  *
  * Not contained here: total memory across processes and disk use in the
  * workspace (RLIMIT_FSIZE caps single files only); that needs cgroups or
- * quotas set up outside Kiln.
+ * quotas set up outside Kiln. run_command (cmdtool.h) lowers RLIMIT_FSIZE
+ * to the workspace's size limit and measures the workspace after each
+ * command, which reports the overrun but cannot prevent it.
  */
 #ifndef KILN_SANDBOX_H
 #define KILN_SANDBOX_H
@@ -81,6 +84,11 @@ struct sandbox_result {
 };
 
 void sandbox_config_default(struct sandbox_config *c);
+/* The defaults with kiln.conf's sandbox_uid, sandbox_gid, sandbox_mem_mb,
+ * sandbox_cpu_s and sandbox_max_procs, so that a probe starts bwrap exactly
+ * as run_command does (the health endpoint's does). */
+struct config;
+void sandbox_config_from_config(const struct config *cfg, struct sandbox_config *c);
 
 /*
  * Checks that bwrap can start a sandbox here, configured exactly as

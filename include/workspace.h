@@ -16,12 +16,18 @@
  *   ws_read_file                  whole file into a strbuf, capped
  *   ws_write_file(_ex)            atomic confined write with limits
  *   ws_delete_file / ws_rename_file
- *   ws_is_ignored / ws_path_is_ignored
- *   ws_walk                       sorted depth-first walk (no symlinks)
+ *   ws_is_ignored / ws_path_is_ignored / ws_fd_is_ignored
+ *   ws_walk / ws_walk_ex          sorted depth-first walk (no symlinks)
+ *   ws_measure                    files, bytes and largest file, vs. limits
  *   ws_set_error / ws_utf8_prefix helpers for messages that quote paths
  *
  * Functions return 0 (or an fd) on success and -1 with a tool_error set
  * (codes listed below) on failure.
+ *
+ * Ignored folders (node_modules, dist, .git and the app's own) are never
+ * listed, walked, searched or snapshotted, nor written, deleted or renamed
+ * into; ws_open reads them (read_file may look at a dependency's file or a
+ * build's output: confinement, not ignoring, is what keeps the model in).
  */
 #ifndef KILN_WORKSPACE_H
 #define KILN_WORKSPACE_H
@@ -97,8 +103,11 @@ int ws_read_file(const struct workspace *ws, const char *rel, size_t cap,
 /* Writes data to rel atomically (temp file in the same folder, fsync,
  * rename), creating missing parent folders. Enforces max_file_size,
  * max_files and max_total_size ("limit_exceeded", nothing written). mode:
- * any execute bit gives 0755, otherwise 0644. Refuses ignored folders and
- * targets that exist but are not plain single-link regular files. */
+ * any execute bit gives 0755, otherwise 0644; WS_MODE_KEEP keeps the
+ * execute bit of the file it replaces (0644 for a new file). Refuses
+ * ignored folders and targets that exist but are not plain single-link
+ * regular files. */
+#define WS_MODE_KEEP 0x10000u
 int ws_write_file(const struct workspace *ws, const char *rel, const void *data,
 		  size_t len, unsigned mode, struct tool_error *err);
 /* Same; *created tells whether the file did not exist before. */
@@ -118,6 +127,15 @@ int ws_rename_file(const struct workspace *ws, const char *from, const char *to,
 int ws_is_ignored(const struct workspace *ws, const char *name);
 /* True when a folder component of rel (not the final one) is ignored. */
 int ws_path_is_ignored(const struct workspace *ws, const char *rel);
+/* Whether fd, opened from rel beneath the root, is inside an ignored folder
+ * (or is one, for a folder), going by where it really is rather than by
+ * the spelling of rel: a symlink to node_modules leads into node_modules.
+ * Returns 0, or 1 with err set to "is_ignored", or -1 with err set (rel
+ * names the path in messages). */
+#define WS_IGNORED_MESSAGE \
+	"is in an ignored folder (node_modules, dist, .git or one set for this app)"
+int ws_fd_is_ignored(const struct workspace *ws, int fd, const char *rel,
+		     struct tool_error *err);
 
 /*
  * Depth-first walk of start_rel ("" = root), entries sorted by name
@@ -133,6 +151,37 @@ typedef int (*ws_walk_fn)(void *ctx, const char *rel, const struct stat *st);
 int ws_walk(const struct workspace *ws, const char *start_rel,
 	    unsigned max_depth, ws_walk_fn cb, void *ctx,
 	    struct tool_error *err);
+
+/* Bounds the memory a single (possibly hostile) folder makes a walk hold:
+ * ws_walk fails on a folder with more entries ("limit_exceeded"). */
+#define WS_WALK_MAX_DIR_ENTRIES 65536
+/* ws_walk_ex flag: walk such a folder with the first WS_WALK_MAX_DIR_ENTRIES
+ * entries read (in directory order, then sorted) and set *cut, rather than
+ * fail; for code that must see a workspace however it got. */
+#define WS_WALK_CUT_BIG_DIRS 1u
+/* ws_walk with flags; *cut (may be NULL) tells whether entries were left
+ * out. */
+int ws_walk_ex(const struct workspace *ws, const char *start_rel,
+	       unsigned max_depth, unsigned flags, ws_walk_fn cb, void *ctx,
+	       int *cut, struct tool_error *err);
+
+/* What the workspace holds now (ignored folders do not count). */
+struct ws_usage {
+	uint64_t files;
+	uint64_t bytes;
+	uint64_t largest_size;
+	char largest[256];  /* path of the largest file, cut on a UTF-8 boundary */
+	int cut;            /* a folder had more than WS_WALK_MAX_DIR_ENTRIES */
+};
+/* Measures by lstat only (nothing is read), also past the limits. */
+int ws_measure(const struct workspace *ws, struct ws_usage *u, struct tool_error *err);
+/* Whether u breaks one of the workspace's limits (max_files,
+ * max_total_size, max_file_size, or a folder too big to walk). */
+int ws_usage_over_limits(const struct workspace *ws, const struct ws_usage *u);
+/* Appends which limits u breaks, e.g. "5210 files (limit 5000), src/big.bin
+ * of 3145728 bytes (files are limited to 2097152)". */
+void ws_usage_describe(const struct workspace *ws, const struct ws_usage *u,
+		       struct strbuf *out);
 
 /* Sets err to "<rel>: <message>", quoting at most a bounded UTF-8-safe
  * prefix of rel (rel NULL: just the message). */

@@ -23,7 +23,8 @@ void h_health(struct rctx *c)
 		struct strbuf why = STRBUF_INIT;
 		struct sandbox_config sc;
 
-		sandbox_config_default(&sc);
+		/* as run_command starts it: the configured user and limits */
+		sandbox_config_from_config(c->svc->cfg, &sc);
 		sandbox_state = sandbox_probe(&sc, &why);
 		snprintf(sandbox_reason, sizeof(sandbox_reason), "%s", why.buf);
 		strbuf_release(&why);

@@ -15,6 +15,7 @@
 #define POLICY_STRING_LIMIT 256
 /* How much of a hostile argument is echoed back in a denial message. */
 #define QUOTE_BYTES 64
+#define COMMENT_KEY "$comment"
 
 #define DEFAULT_TIMEOUT_MS 60000
 #define DEFAULT_MAX_TIMEOUT_MS 300000
@@ -120,11 +121,89 @@ static int load_int(json_object *o, const char *what, int64_t min, int64_t max,
 	return 0;
 }
 
+/* "$comment": a string or an array of strings, for the policy file to
+ * explain itself (JSON has no comments); otherwise ignored. */
+static int check_comment(json_object *o, const char *what, struct strbuf *err)
+{
+	size_t i, n;
+
+	if (json_object_is_type(o, json_type_string))
+		return 0;
+	if (json_object_is_type(o, json_type_array)) {
+		n = json_object_array_length(o);
+		for (i = 0; i < n; i++)
+			if (!json_object_is_type(json_object_array_get_idx(o, i),
+						 json_type_string))
+				break;
+		if (i == n)
+			return 0;
+	}
+	strbuf_addf(err, "%s must be a string or an array of strings", what);
+	return -1;
+}
+
 static const char *base_name(const char *name)
 {
 	const char *slash = strrchr(name, '/');
 
 	return slash ? slash + 1 : name;
+}
+
+/* deny_options entries are option names without dashes: "eval", "e",
+ * "inspect*". */
+static int check_option_names(const struct cmdpolicy_list *l, const char *what,
+			      struct strbuf *err)
+{
+	size_t i;
+
+	for (i = 0; i < l->n; i++) {
+		const char *s = l->items[i];
+
+		if (s[0] == '-' || strchr(s, '=') || !strcmp(s, "*")) {
+			strbuf_addf(err, "%s[%zu] must be an option name without leading dashes "
+				    "or '=' (\"eval\", \"e\", \"inspect*\")", what, i);
+			return -1;
+		}
+		if (!strncasecmp(s, "no-", 3)) {
+			strbuf_addf(err, "%s[%zu] must name the option itself: its no- forms are "
+				    "denied with it", what, i);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* "force_args": {"install": ["--ignore-scripts=true"], ...} */
+static int load_forced(struct cmdpolicy_program *prog, json_object *o, const char *what,
+		       struct strbuf *err)
+{
+	struct strbuf sub = STRBUF_INIT;
+	size_t n;
+	int ret = -1;
+
+	if (!json_object_is_type(o, json_type_object)) {
+		strbuf_addf(err, "%s must be an object of subcommand: [arguments]", what);
+		return -1;
+	}
+	n = (size_t)json_object_object_length(o);
+	if (n > POLICY_LIST_LIMIT) {
+		strbuf_addf(err, "%s has more than %d entries", what, POLICY_LIST_LIMIT);
+		return -1;
+	}
+	prog->forced = xcalloc(n ? n : 1, sizeof(*prog->forced));
+	json_object_object_foreach(o, key, val) {
+		struct cmdpolicy_forced *f = &prog->forced[prog->nforced++];
+
+		f->subcommand = xstrdup(key);
+		strbuf_reset(&sub);
+		strbuf_addf(&sub, "%s.%s", what, key);
+		if (load_list(val, sub.buf, &f->args, err) < 0)
+			goto out;
+	}
+	ret = 0;
+out:
+	strbuf_release(&sub);
+	return ret;
 }
 
 static int load_program(struct cmdpolicy_program *prog, const char *name,
@@ -155,7 +234,10 @@ static int load_program(struct cmdpolicy_program *prog, const char *name,
 
 		strbuf_reset(&what);
 		strbuf_addf(&what, "programs.%s.%s", name, key);
-		if (!strcmp(key, "subcommands")) {
+		if (!strcmp(key, COMMENT_KEY)) {
+			if (check_comment(val, what.buf, err) < 0)
+				goto out;
+		} else if (!strcmp(key, "subcommands")) {
 			prog->has_subcommands = 1;
 			if (load_list(val, what.buf, &prog->subcommands, err) < 0)
 				goto out;
@@ -167,6 +249,13 @@ static int load_program(struct cmdpolicy_program *prog, const char *name,
 				goto out;
 		} else if (!strcmp(key, "deny_args")) {
 			if (load_list(val, what.buf, &prog->deny_args, err) < 0)
+				goto out;
+		} else if (!strcmp(key, "deny_options")) {
+			if (load_list(val, what.buf, &prog->deny_options, err) < 0 ||
+			    check_option_names(&prog->deny_options, what.buf, err) < 0)
+				goto out;
+		} else if (!strcmp(key, "force_args")) {
+			if (load_forced(prog, val, what.buf, err) < 0)
 				goto out;
 		} else if (!strcmp(key, "timeout_ms")) {
 			if (load_int(val, what.buf, 1, p->max_timeout_ms, &v, err) < 0)
@@ -184,6 +273,13 @@ static int load_program(struct cmdpolicy_program *prog, const char *name,
 	if (prog->script_subcommands.n && !json_object_object_get_ex(o, "scripts", NULL)) {
 		strbuf_addf(err, "programs.%s has script_subcommands but no scripts", name);
 		goto out;
+	}
+	for (i = 0; i < prog->nforced; i++) {
+		if (!list_has(&prog->subcommands, prog->forced[i].subcommand)) {
+			strbuf_addf(err, "programs.%s.force_args names '%s', which is not one of "
+				    "its subcommands", name, prog->forced[i].subcommand);
+			goto out;
+		}
 	}
 	ret = 0;
 out:
@@ -217,6 +313,9 @@ static int load_limits(struct cmdpolicy *p, json_object *root, struct strbuf *er
 			if (load_int(val, key, 1, CMDPOLICY_ARG_BYTES_LIMIT, &v, err) < 0)
 				return -1;
 			p->max_arg_bytes = (size_t)v;
+		} else if (!strcmp(key, COMMENT_KEY)) {
+			if (check_comment(val, key, err) < 0)
+				return -1;
 		} else if (strcmp(key, "programs")) {
 			strbuf_addf(err, "unknown key %s", key);
 			return -1;
@@ -320,6 +419,12 @@ void cmdpolicy_release(struct cmdpolicy *p)
 		list_release(&prog->script_subcommands);
 		list_release(&prog->scripts);
 		list_release(&prog->deny_args);
+		list_release(&prog->deny_options);
+		for (size_t k = 0; k < prog->nforced; k++) {
+			free(prog->forced[k].subcommand);
+			list_release(&prog->forced[k].args);
+		}
+		free(prog->forced);
 	}
 	free(p->programs);
 	memset(p, 0, sizeof(*p));
@@ -364,6 +469,86 @@ static int deny_pattern_matches(const char *pattern, const char *arg)
 	return !strcmp(arg, pattern);
 }
 
+/*
+ * The option an argument names, read the way the programs we allow read
+ * them (npm's nopt and node's parser together): any number of leading
+ * dashes, the value after '=' cut off, and "no-" negations (in any case)
+ * stripped. Returns the name's length (*name points into arg), 0 when arg
+ * is not an option.
+ */
+static size_t option_name(const char *arg, const char **name)
+{
+	if (arg[0] != '-')
+		return 0;
+	while (*arg == '-')
+		arg++;
+	while (!strncasecmp(arg, "no-", 3))
+		arg += 3;
+	*name = arg;
+	return strcspn(arg, "=");
+}
+
+/* node reads '_' in option names as '-' (--experimental_loader). */
+static int option_char_eq(char a, char b)
+{
+	return (a == '_' ? '-' : a) == (b == '_' ? '-' : b);
+}
+
+/* Whether an option name (not NUL-terminated) is the entry's option: the
+ * name itself, "stem*" for every name that starts with stem, or an
+ * abbreviation of two characters or more, which npm accepts when it is
+ * unambiguous (--ignore-scr). */
+static int option_matches(const char *entry, const char *name, size_t len)
+{
+	size_t elen = strlen(entry), stem, n, i;
+	int wildcard = elen && entry[elen - 1] == '*';
+
+	stem = wildcard ? elen - 1 : elen;
+	n = len < stem ? len : stem;
+	for (i = 0; i < n; i++)
+		if (!option_char_eq(entry[i], name[i]))
+			return 0;
+	if (len >= stem)
+		return len == stem || wildcard;
+	return len >= 2;
+}
+
+/* A group of single-letter flags (-lg is -l -g to npm, -pe is -p -e to
+ * node): denied when one of its letters is a one-letter entry. */
+static const char *grouped_flag_denied(const struct cmdpolicy_program *prog,
+				       const char *arg)
+{
+	const char *c;
+	size_t j;
+
+	if (arg[0] != '-' || arg[1] == '-' || !arg[1])
+		return NULL;
+	for (c = arg + 1; *c && *c != '='; c++)
+		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+		      (*c >= '0' && *c <= '9')))
+			return NULL;
+	for (c = arg + 1; *c && *c != '='; c++)
+		for (j = 0; j < prog->deny_options.n; j++)
+			if (prog->deny_options.items[j][0] == *c &&
+			    !prog->deny_options.items[j][1])
+				return prog->deny_options.items[j];
+	return NULL;
+}
+
+/* The deny_options entry arg falls under, or NULL. */
+static const char *denied_option(const struct cmdpolicy_program *prog, const char *arg)
+{
+	const char *name;
+	size_t len = option_name(arg, &name), j;
+
+	if (!len)
+		return NULL;
+	for (j = 0; j < prog->deny_options.n; j++)
+		if (option_matches(prog->deny_options.items[j], name, len))
+			return prog->deny_options.items[j];
+	return grouped_flag_denied(prog, arg);
+}
+
 static const struct cmdpolicy_program *find_program(const struct cmdpolicy *p,
 						    const char *name)
 {
@@ -382,8 +567,10 @@ static int deny(struct tool_error *err, struct strbuf *msg)
 	return -1;
 }
 
-static int check_program(const struct cmdpolicy_program *prog, const char *const *argv, size_t argc, struct strbuf *msg)
+static int check_program(const struct cmdpolicy_program *prog, const char *const *argv,
+			 size_t argc, struct strbuf *msg)
 {
+	const char *rule;
 	size_t i, j;
 
 	for (i = 1; i < argc; i++) {
@@ -394,6 +581,14 @@ static int check_program(const struct cmdpolicy_program *prog, const char *const
 			quote_arg(msg, argv[i]);
 			strbuf_addf(msg, " is denied for %s (rule '%s')", prog->name,
 				    prog->deny_args.items[j]);
+			return -1;
+		}
+		rule = denied_option(prog, argv[i]);
+		if (rule) {
+			strbuf_addstr(msg, "argument ");
+			quote_arg(msg, argv[i]);
+			strbuf_addf(msg, " is denied for %s (option '%s', in any spelling)",
+				    prog->name, rule);
 			return -1;
 		}
 	}
@@ -424,15 +619,70 @@ static int check_program(const struct cmdpolicy_program *prog, const char *const
 	return 0;
 }
 
+static const struct cmdpolicy_list *forced_args(const struct cmdpolicy_program *prog,
+						 const char *subcommand)
+{
+	size_t i;
+
+	for (i = 0; i < prog->nforced; i++)
+		if (!strcmp(prog->forced[i].subcommand, subcommand))
+			return &prog->forced[i].args;
+	return NULL;
+}
+
+/* argv with the policy's forced arguments right after the subcommand:
+ * there no argument of the model's can take one as its value (npm's
+ * --depth would take the next argument) and they come before any "--";
+ * only a later spelling of the same option could undo them, and
+ * deny_options refuses those. */
+static void verdict_argv(const struct cmdpolicy_program *prog, const char *const *argv,
+			 size_t argc, struct cmdpolicy_verdict *v)
+{
+	const struct cmdpolicy_list *f = prog->has_subcommands && argc >= 2
+					 ? forced_args(prog, argv[1]) : NULL;
+	size_t nf = f ? f->n : 0, i, n = 0;
+
+	v->argv = xcalloc(argc + nf + 1, sizeof(*v->argv));
+	for (i = 0; i < argc; i++) {
+		v->argv[n++] = argv[i];
+		if (i == 1)
+			for (size_t k = 0; k < nf; k++)
+				v->argv[n++] = f->items[k];
+	}
+	v->argv[n] = NULL;
+	v->argc = n;
+}
+
+void cmdpolicy_verdict_release(struct cmdpolicy_verdict *v)
+{
+	free(v->argv);
+	memset(v, 0, sizeof(*v));
+}
+
 int cmdpolicy_check(const struct cmdpolicy *p, const char *const *argv, size_t argc,
 		    int64_t requested_timeout_ms, int64_t *timeout_ms,
 		    size_t *output_cap, struct tool_error *err)
+{
+	struct cmdpolicy_verdict v;
+
+	if (cmdpolicy_decide(p, argv, argc, requested_timeout_ms, &v, err) < 0)
+		return -1;
+	*timeout_ms = v.timeout_ms;
+	*output_cap = v.output_cap;
+	cmdpolicy_verdict_release(&v);
+	return 0;
+}
+
+int cmdpolicy_decide(const struct cmdpolicy *p, const char *const *argv, size_t argc,
+		     int64_t requested_timeout_ms, struct cmdpolicy_verdict *v,
+		     struct tool_error *err)
 {
 	struct strbuf msg = STRBUF_INIT;
 	const struct cmdpolicy_program *prog;
 	int64_t t;
 	size_t i;
 
+	memset(v, 0, sizeof(*v));
 	if (!argv || argc == 0 || !argv[0] || !*argv[0]) {
 		strbuf_addstr(&msg, "argv must name a program");
 		return deny(err, &msg);
@@ -472,12 +722,15 @@ int cmdpolicy_check(const struct cmdpolicy *p, const char *const *argv, size_t a
 	if (check_program(prog, argv, argc, &msg) < 0)
 		return deny(err, &msg);
 
-	t = requested_timeout_ms > 0 ? requested_timeout_ms
-	    : prog->timeout_ms ? prog->timeout_ms : p->default_timeout_ms;
+	/* the model may ask for less time than the program gets, never more */
+	t = prog->timeout_ms ? prog->timeout_ms : p->default_timeout_ms;
+	if (requested_timeout_ms > 0 && requested_timeout_ms < t)
+		t = requested_timeout_ms;
 	if (t > p->max_timeout_ms)
 		t = p->max_timeout_ms;
-	*timeout_ms = t;
-	*output_cap = prog->output_cap ? prog->output_cap : p->output_cap;
+	v->timeout_ms = t;
+	v->output_cap = prog->output_cap ? prog->output_cap : p->output_cap;
+	verdict_argv(prog, argv, argc, v);
 	strbuf_release(&msg);
 	return 0;
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "util.h"
+#include "workspace.h"
 
 /* Bytes of the command line shown in the summary. */
 #define SUMMARY_CMD_BYTES 100
@@ -139,50 +140,119 @@ static int parse_args(json_object *args, json_object **argv_json,
 	return 0;
 }
 
-int cmdtool_call(const struct cmdpolicy *p, const struct sandbox_config *sc,
-		 const char *workspace_path, json_object *args,
-		 volatile sig_atomic_t *cancel, json_object **result,
-		 struct strbuf *summary, struct tool_error *err)
+/* After the command: the workspace measured against its limits. Over
+ * them, the call fails with limit_exceeded (the output still goes back)
+ * so the model deletes what it made before the run's end has to snapshot
+ * it; err is set and -1 returned. */
+static int check_workspace(const struct workspace *ws, json_object *result,
+			   struct strbuf *summary, struct tool_error *err)
 {
-	struct strbuf errmsg = STRBUF_INIT;
-	struct sandbox_result res;
-	json_object *argv_json;
-	const char **argv = NULL;
-	size_t argc, output_cap;
-	int64_t requested, timeout_ms;
+	struct strbuf what = STRBUF_INIT;
+	struct ws_usage u;
+	json_object *o;
 	int ret = -1;
 
+	if (ws_measure(ws, &u, err) < 0)
+		goto out;
+	o = json_object_new_object();
+	json_object_object_add(o, "files", json_object_new_uint64(u.files));
+	json_object_object_add(o, "bytes", json_object_new_uint64(u.bytes));
+	json_object_object_add(result, "workspace", o);
+	if (!ws_usage_over_limits(ws, &u)) {
+		ret = 0;
+		goto out;
+	}
+	ws_usage_describe(ws, &u, &what);
+	tool_error_set(err, "limit_exceeded",
+		       "after the command the workspace is over its limits: %s. "
+		       "Delete or shrink files until it fits (node_modules, dist and .git "
+		       "do not count); until then the run's changes cannot be saved",
+		       what.buf);
+	strbuf_addstr(summary, " (workspace over its limits)");
+out:
+	strbuf_release(&what);
+	return ret;
+}
+
+static int run_command(const struct cmdpolicy *p, const struct sandbox_config *sc_in,
+		       const struct workspace *ws, const char *workspace_path,
+		       json_object *args, volatile sig_atomic_t *cancel,
+		       json_object **result, struct strbuf *summary,
+		       struct tool_error *err)
+{
+	struct strbuf errmsg = STRBUF_INIT;
+	struct sandbox_config sc = *sc_in;
+	struct cmdpolicy_verdict v;
+	struct sandbox_result res;
+	struct tool_error limits;
+	json_object *argv_json;
+	const char **argv = NULL;
+	size_t argc;
+	int64_t requested;
+	int ret = -1, over;
+
 	*result = NULL;
+	memset(&v, 0, sizeof(v));
 	memset(&res, 0, sizeof(res));
 	strbuf_init(&res.output);
 	if (parse_args(args, &argv_json, &requested, err) < 0 ||
 	    cmdpolicy_argv_from_json(argv_json, &argv, &argc, err) < 0 ||
-	    cmdpolicy_check(p, argv, argc, requested, &timeout_ms, &output_cap, err) < 0)
+	    cmdpolicy_decide(p, argv, argc, requested, &v, err) < 0)
 		goto out;
+	/* No file the workspace can hold is bigger than the whole workspace
+	 * may be. The tighter per-file limit is not applied here: node_modules
+	 * and dist do not count against it and legitimately hold bigger files. */
+	if (ws && ws->lim.max_total_size < sc.max_file_bytes)
+		sc.max_file_bytes = ws->lim.max_total_size;
 
-	if (sandbox_run(sc, workspace_path, argv, timeout_ms, output_cap, cancel,
+	if (sandbox_run(&sc, workspace_path, v.argv, v.timeout_ms, v.output_cap, cancel,
 			&res, &errmsg) < 0) {
 		tool_error_set(err, "sandbox_unavailable", "the command sandbox is unavailable: %s",
 			       errmsg.buf);
 		goto out;
 	}
 	*result = build_result(&res);
+	/* the summary shows what the model asked for, not the forced flags */
 	add_summary(summary, argv, &res);
+	over = ws && check_workspace(ws, *result, summary, &limits) < 0;
 	if (res.timed_out) {
 		tool_error_set(err, "timeout", "the command did not finish within %.1f s and "
-			       "was killed", (double)timeout_ms / 1000.0);
+			       "was killed%s%s", (double)v.timeout_ms / 1000.0,
+			       over ? "; also, " : "", over ? limits.message : "");
 		goto out;
 	}
 	if (res.cancelled) {
 		tool_error_set(err, "cancelled", "the command was cancelled");
 		goto out;
 	}
+	if (over) {
+		if (err)
+			*err = limits;
+		goto out;
+	}
 	ret = 0;
 out:
 	sandbox_result_release(&res);
 	strbuf_release(&errmsg);
+	cmdpolicy_verdict_release(&v);
 	free(argv);
 	return ret;
+}
+
+int cmdtool_run(const struct cmdpolicy *p, const struct sandbox_config *sc,
+		const struct workspace *ws, json_object *args,
+		volatile sig_atomic_t *cancel, json_object **result,
+		struct strbuf *summary, struct tool_error *err)
+{
+	return run_command(p, sc, ws, ws->root, args, cancel, result, summary, err);
+}
+
+int cmdtool_call(const struct cmdpolicy *p, const struct sandbox_config *sc,
+		 const char *workspace_path, json_object *args,
+		 volatile sig_atomic_t *cancel, json_object **result,
+		 struct strbuf *summary, struct tool_error *err)
+{
+	return run_command(p, sc, NULL, workspace_path, args, cancel, result, summary, err);
 }
 
 void cmdtool_add_schema(json_object *tools)
@@ -194,18 +264,23 @@ void cmdtool_add_schema(json_object *tools)
 		"with no network. Give the program and its arguments as an argv array; there "
 		"is no shell, so pipes, redirections, globs, && and environment assignments do "
 		"not work. Only programs allowed by the command policy run (for example npm run "
-		"build/test/lint, npm install, node, ls, cat, grep, head, tail, wc, find); a "
-		"denied command returns command_denied naming the rule. Returns exit_code, "
+		"build/test/lint, npm install, node <script file>, ls, cat, grep, head, tail, wc, "
+		"find); a denied command returns command_denied naming the rule. node -e/-p "
+		"and other inline-code options are denied: write a script file and run it. npm "
+		"runs with --ignore-scripts: the named script runs, its pre/post scripts and "
+		"install scripts do not. Returns exit_code, "
 		"timed_out, duration_ms and the combined stdout/stderr (capped; truncated says "
-		"whether it was cut). A non-zero exit_code is a normal result: read output.\","
+		"whether it was cut). A non-zero exit_code is a normal result: read output. If "
+		"the workspace ends up over its size or file-count limits, the call fails with "
+		"limit_exceeded.\","
 		"\"parameters\": {\"type\": \"object\", \"properties\": {"
 		"\"argv\": {\"type\": \"array\", \"items\": {\"type\": \"string\"}, "
 		"\"minItems\": 1, \"maxItems\": 64, "
 		"\"description\": \"Program and arguments, e.g. [\\\"npm\\\", \\\"run\\\", "
 		"\\\"build\\\"]\"},"
 		"\"timeout_ms\": {\"type\": \"integer\", \"minimum\": 1, \"maximum\": 300000, "
-		"\"description\": \"Wall-clock limit in milliseconds; the policy default "
-		"applies when omitted\"}"
+		"\"description\": \"Wall-clock limit in milliseconds, to stop sooner than the "
+		"program's own limit (the default; a longer value is lowered to it)\"}"
 		"}, \"required\": [\"argv\"], \"additionalProperties\": false}}}";
 	json_object *entry;
 

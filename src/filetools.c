@@ -4,12 +4,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <regex.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ere.h"
 #include "manifest.h"
 #include "sha256.h"
 #include "strbuf.h"
@@ -20,7 +20,13 @@
 /* A NUL in this many leading bytes marks a file as binary (as git does). */
 #define BINARY_SNIFF_BYTES 8192
 #define SEARCH_TEXT_MAX 300
-#define PATTERN_MAX 1024
+#define PATTERN_MAX ERE_PATTERN_MAX
+/* Work one search_files call may do: a step per byte scanned and per
+ * regular-expression instruction visited: a few seconds of the worst
+ * pattern; a literal search of a full 100 MiB workspace takes a quarter. */
+#define SEARCH_WORK_BUDGET 400000000ULL
+#define SEARCH_IGNORED_MESSAGE \
+	WS_IGNORED_MESSAGE "; search_files does not look there, read_file can read it"
 #define GLOB_MAX 1024
 #define LIST_DEPTH_DEFAULT 8
 #define LIST_DEPTH_MAX 64
@@ -552,28 +558,27 @@ struct search_ctx {
 	const char *glob;
 	const char *pattern;
 	size_t patlen;
-	regex_t *re;
+	struct ere *re;
 	int64_t limit, count;
 	int truncated;
+	int out_of_budget;  /* stopped: SEARCH_WORK_BUDGET ran out */
+	uint64_t budget;
 	unsigned files;
 	json_object *matches;
 	struct strbuf buf;
 };
 
-static int line_matches(struct search_ctx *c, char *line, size_t len)
+/* 1, 0, or -1 when the work budget ran out. */
+static int line_matches(struct search_ctx *c, const char *line, size_t len)
 {
-	int hit;
-	char saved;
-
-	if (!c->re)
-		return memmem(line, len, c->pattern, c->patlen) != NULL;
-	/* regexec needs a C string: the buffer is ours, so end the line in
-	 * place for the call */
-	saved = line[len];
-	line[len] = '\0';
-	hit = regexec(c->re, line, 0, NULL, 0) == 0;
-	line[len] = saved;
-	return hit;
+	if (c->re)
+		return ere_match(c->re, line, len, &c->budget);
+	if (len >= c->budget) {
+		c->budget = 0;
+		return -1;
+	}
+	c->budget -= len + 1;
+	return memmem(line, len, c->pattern, c->patlen) != NULL;
 }
 
 /* Searches one file; returns 1 once the match limit is passed. A file that
@@ -590,6 +595,14 @@ static int search_file(struct search_ctx *c, const char *rel, int strict,
 	fd = ws_open(c->ws, rel, O_RDONLY, 0, e);
 	if (fd < 0)
 		return strict ? -1 : 0;
+	/* the walk never enters ignored folders; a path given by the model
+	 * must not either, however it is spelt */
+	if (strict && ws_fd_is_ignored(c->ws, fd, rel, e) != 0) {
+		if (!strcmp(e->code, "is_ignored"))
+			ws_set_error(e, "is_ignored", rel, "%s", SEARCH_IGNORED_MESSAGE);
+		close(fd);
+		return -1;
+	}
 	strbuf_reset(&c->buf);
 	r = fd_read_capped(fd, c->ws->lim.max_file_size, &c->buf);
 	close(fd);
@@ -610,18 +623,23 @@ static int search_file(struct search_ctx *c, const char *rel, int strict,
 	for (; p < end; line++) {
 		char *nl = memchr(p, '\n', (size_t)(end - p));
 		size_t len = (size_t)((nl ? nl : end) - p);
+		/* a CRLF line is matched and shown without its CR, so $ works */
+		size_t text = len && p[len - 1] == '\r' ? len - 1 : len;
+		int hit = line_matches(c, p, text);
 
-		if (line_matches(c, p, len)) {
+		if (hit < 0) {
+			c->truncated = c->out_of_budget = 1;
+			return 1;
+		}
+		if (hit) {
 			json_object *m;
-			size_t show = len;
+			size_t show;
 
 			if (c->count == c->limit) {
 				c->truncated = 1;
 				return 1;
 			}
-			if (show && p[show - 1] == '\r')
-				show--;
-			show = ws_utf8_prefix(p, show, SEARCH_TEXT_MAX);
+			show = ws_utf8_prefix(p, text, SEARCH_TEXT_MAX);
 			m = json_object_new_object();
 			json_object_object_add(m, "path", json_object_new_string(rel));
 			json_object_object_add(m, "line", json_object_new_int64(line));
@@ -646,32 +664,18 @@ static int search_cb(void *vctx, const char *rel, const struct stat *st)
 	return search_file(c, rel, 0, NULL);
 }
 
-/* glibc's regex engine backtracks on back-references without bound; ERE
- * does not need them, so they are refused rather than risked. */
-static int has_backreference(const char *pat, size_t len)
-{
-	for (size_t i = 0; i + 1 < len; i++) {
-		if (pat[i] != '\\')
-			continue;
-		if (pat[i + 1] >= '1' && pat[i + 1] <= '9')
-			return 1;
-		i++;
-	}
-	return 0;
-}
-
 static int tool_search_files(const struct workspace *ws, json_object *args,
 			     json_object **result, struct strbuf *summary,
 			     struct tool_error *err)
 {
 	struct search_ctx c;
-	regex_t re;
 	struct stat st;
 	const char *path;
 	int use_regex, ret = -1, r;
 
 	memset(&c, 0, sizeof(c));
 	c.ws = ws;
+	c.budget = SEARCH_WORK_BUDGET;
 	strbuf_init(&c.buf);
 	if (arg_string(args, "pattern", 1, &c.pattern, &c.patlen, err) < 0 ||
 	    arg_bool(args, "regex", 0, &use_regex, err) < 0 ||
@@ -686,22 +690,18 @@ static int tool_search_files(const struct workspace *ws, json_object *args,
 		return -1;
 	}
 	if (use_regex) {
-		if (has_backreference(c.pattern, c.patlen)) {
-			tool_error_set(err, "invalid_regex",
-				       "back-references (\\1 ... \\9) are not supported");
-			return -1;
-		}
-		r = regcomp(&re, c.pattern, REG_EXTENDED | REG_NOSUB);
-		if (r) {
-			char msg[256];
+		char msg[256];
 
-			regerror(r, &re, msg, sizeof(msg));
+		if (ere_compile(c.pattern, c.patlen, &c.re, msg, sizeof(msg)) < 0) {
 			tool_error_set(err, "invalid_regex", "%s", msg);
 			return -1;
 		}
-		c.re = &re;
 	}
 	c.matches = json_object_new_array();
+	if (*path && ws_path_is_ignored(ws, path)) {
+		ws_set_error(err, "is_ignored", path, "%s", SEARCH_IGNORED_MESSAGE);
+		goto out;
+	}
 	if (*path && ws_stat(ws, path, &st, err) < 0)
 		goto out;
 	if (*path && S_ISREG(st.st_mode))
@@ -713,16 +713,21 @@ static int tool_search_files(const struct workspace *ws, json_object *args,
 	*result = json_object_new_object();
 	json_object_object_add(*result, "matches", c.matches);
 	json_object_object_add(*result, "truncated", json_object_new_boolean(c.truncated));
+	if (c.out_of_budget)
+		json_object_object_add(*result, "note", json_object_new_string(
+			"the search stopped early: it reached its work limit. The matches are "
+			"those found so far; narrow it with path or glob, or simplify the pattern"));
 	c.matches = NULL;
 	strbuf_addstr(summary, "searched for \"");
 	add_display(summary, c.pattern, c.patlen);
 	strbuf_addf(summary, "\": %lld %s in %u %s%s", (long long)c.count,
 		    c.count == 1 ? "match" : "matches", c.files,
-		    c.files == 1 ? "file" : "files", c.truncated ? " (truncated)" : "");
+		    c.files == 1 ? "file" : "files",
+		    c.out_of_budget ? " (stopped at the work limit)"
+		    : c.truncated ? " (truncated)" : "");
 	ret = 0;
 out:
-	if (c.re)
-		regfree(c.re);
+	ere_free(c.re);
 	json_object_put(c.matches);
 	strbuf_release(&c.buf);
 	return ret;
@@ -735,7 +740,9 @@ static int tool_write_file(const struct workspace *ws, json_object *args,
 			   json_object **result, struct strbuf *summary,
 			   struct tool_error *err)
 {
+	struct tool_error unused;
 	const char *path, *content;
+	struct stat st;
 	size_t len;
 	char hex[SHA256_HEX_LEN + 1];
 	int created = 0;
@@ -743,7 +750,8 @@ static int tool_write_file(const struct workspace *ws, json_object *args,
 	if (arg_path(ws, args, "path", 0, &path, err) < 0 ||
 	    arg_string(args, "content", 1, &content, &len, err) < 0)
 		return -1;
-	if (ws_write_file_ex(ws, path, content, len, 0644, &created, err) < 0)
+	/* a rewritten script stays executable */
+	if (ws_write_file_ex(ws, path, content, len, WS_MODE_KEEP, &created, err) < 0)
 		return -1;
 	sha256_hex(content, len, hex);
 	*result = json_object_new_object();
@@ -751,6 +759,9 @@ static int tool_write_file(const struct workspace *ws, json_object *args,
 	json_object_object_add(*result, "size", json_object_new_uint64(len));
 	json_object_object_add(*result, "sha256", json_object_new_string(hex));
 	json_object_object_add(*result, "created", json_object_new_boolean(created));
+	/* only informative: the file is written whatever this answers */
+	if (ws_stat(ws, path, &st, &unused) == 0 && (st.st_mode & 0111))
+		json_object_object_add(*result, "executable", json_object_new_boolean(1));
 	strbuf_addstr(summary, created ? "created " : "wrote ");
 	add_path(summary, path);
 	strbuf_addstr(summary, " (");
@@ -849,7 +860,7 @@ static const struct filetool filetools[] = {
 	  "}}}" },
 	{ "read_file", tool_read_file,
 	  "{\"name\":\"read_file\","
-	  "\"description\":\"Read a text file of the app. Large files must be read in line ranges. "
+	  "\"description\":\"Read a text file of the app (also inside node_modules or dist). Large files must be read in line ranges. "
 	  "Binary files answer binary:true and their size instead of content.\","
 	  "\"parameters\":{\"type\":\"object\",\"properties\":{"
 	  "\"path\":{\"type\":\"string\",\"description\":\"File to read, " PATH_DESC ".\"},"
@@ -858,7 +869,8 @@ static const struct filetool filetools[] = {
 	  "},\"required\":[\"path\"]}}" },
 	{ "search_files", tool_search_files,
 	  "{\"name\":\"search_files\","
-	  "\"description\":\"Search the app's text files line by line for a literal string or a POSIX extended regular expression. "
+	  "\"description\":\"Search the app's text files line by line for a literal string or a POSIX extended regular expression "
+	  "(also \\\\d \\\\w \\\\s \\\\b; no back-references; counted repeats up to {255}). node_modules, dist and .git are not searched. "
 	  "Answers path, line number and line text (cut to 300 bytes) per match.\","
 	  "\"parameters\":{\"type\":\"object\",\"properties\":{"
 	  "\"pattern\":{\"type\":\"string\",\"description\":\"Text to find (case-sensitive).\"},"
@@ -870,7 +882,7 @@ static const struct filetool filetools[] = {
 	{ "write_file", tool_write_file,
 	  "{\"name\":\"write_file\","
 	  "\"description\":\"Create or replace a file of the app with the given content. Missing folders are created. "
-	  "The whole file is replaced atomically.\","
+	  "The whole file is replaced atomically; a replaced file keeps its execute permission.\","
 	  "\"parameters\":{\"type\":\"object\",\"properties\":{"
 	  "\"path\":{\"type\":\"string\",\"description\":\"File to write, " PATH_DESC ".\"},"
 	  "\"content\":{\"type\":\"string\",\"description\":\"The complete new content of the file.\"}"

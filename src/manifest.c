@@ -20,6 +20,7 @@ void manifest_init(struct manifest *m)
 	m->n = 0;
 	m->alloc = 0;
 	m->total_size = 0;
+	m->incomplete = 0;
 }
 
 void manifest_release(struct manifest *m)
@@ -103,15 +104,48 @@ struct build_ctx {
 	const struct workspace *ws;
 	struct manifest *m;
 	struct tool_error *err;
+	int tolerant;           /* MANIFEST_OVER_LIMITS */
+	uint64_t max_files;     /* what this build lists at most */
+	uint64_t max_bytes;     /* ... and hashes at most */
 	unsigned char buf[65536];
 };
+
+/* limit * MANIFEST_OVER_LIMITS_FACTOR, saturating. */
+static uint64_t scaled(uint64_t limit)
+{
+	return limit > UINT64_MAX / MANIFEST_OVER_LIMITS_FACTOR
+	       ? UINT64_MAX : limit * MANIFEST_OVER_LIMITS_FACTOR;
+}
+
+/* Past a ceiling: a strict build fails, a tolerant one stops listing and
+ * says the manifest is incomplete. */
+static int over_ceiling(struct build_ctx *c, const char *what, uint64_t limit)
+{
+	if (c->tolerant) {
+		c->m->incomplete = 1;
+		return 1;
+	}
+	tool_error_set(c->err, "limit_exceeded", "the workspace holds more than %llu %s",
+		       (unsigned long long)limit, what);
+	return -1;
+}
+
+/* An entry a tolerant build cannot hash (a hard link, a file swapped for a
+ * FIFO, unreadable) is left out and marks the manifest incomplete; a strict
+ * build fails with the error already in c->err. */
+static int skip_entry(struct build_ctx *c)
+{
+	if (!c->tolerant)
+		return -1;
+	c->m->incomplete = 1;
+	return 0;
+}
 
 /* Hashes what is actually read, not what fstat promised: a file growing
  * during the walk still counts against the limits with its real size. */
 static int build_cb(void *vctx, const char *rel, const struct stat *st)
 {
 	struct build_ctx *c = vctx;
-	const struct ws_limits *lim = &c->ws->lim;
 	struct sha256 h;
 	char hex[SHA256_HEX_LEN + 1];
 	struct stat fst;
@@ -120,16 +154,14 @@ static int build_cb(void *vctx, const char *rel, const struct stat *st)
 
 	if (!S_ISREG(st->st_mode))
 		return 0;
-	if (c->m->n + 1 > lim->max_files) {
-		tool_error_set(c->err, "limit_exceeded",
-			       "the workspace holds more than %u files", lim->max_files);
-		return -1;
-	}
+	if (c->m->n + 1 > c->max_files)
+		return over_ceiling(c, "files", c->max_files);
 	fd = ws_open(c->ws, rel, O_RDONLY, 0, c->err);
 	if (fd < 0)
-		return strcmp(c->err->code, "not_found") ? -1 : 0;
+		return strcmp(c->err->code, "not_found") ? skip_entry(c) : 0;
 	if (fstat(fd, &fst) < 0 || !S_ISREG(fst.st_mode)) {
 		ws_set_error(c->err, "not_a_file", rel, "is no longer a regular file");
+		ret = skip_entry(c);
 		goto out;
 	}
 	sha256_init(&h);
@@ -140,17 +172,16 @@ static int build_cb(void *vctx, const char *rel, const struct stat *st)
 			if (errno == EINTR)
 				continue;
 			ws_set_error(c->err, "io_error", rel, "%s", strerror(errno));
+			ret = skip_entry(c);
 			goto out;
 		}
 		if (n == 0)
 			break;
 		size += (uint64_t)n;
-		/* total_size never passes the limit: entries are added only
+		/* total_size never passes the ceiling: entries are added only
 		 * after this check */
-		if (size > lim->max_total_size - c->m->total_size) {
-			tool_error_set(c->err, "limit_exceeded",
-				       "the workspace holds more than %llu bytes",
-				       (unsigned long long)lim->max_total_size);
+		if (size > c->max_bytes - c->m->total_size) {
+			ret = over_ceiling(c, "bytes", c->max_bytes);
 			goto out;
 		}
 		sha256_update(&h, c->buf, (size_t)n);
@@ -166,25 +197,37 @@ out:
 	return ret;
 }
 
-int manifest_build(const struct workspace *ws, struct manifest *out,
-		   struct tool_error *err)
+int manifest_build_ex(const struct workspace *ws, enum manifest_mode mode,
+		      struct manifest *out, struct tool_error *err)
 {
 	struct tool_error local = { { 0 }, { 0 } };
 	struct build_ctx *c = xcalloc(1, sizeof(*c));
-	int ret;
+	int ret, cut = 0;
 
 	manifest_init(out);
 	c->ws = ws;
 	c->m = out;
 	c->err = err ? err : &local;
-	ret = ws_walk(ws, "", 0, build_cb, c, c->err);
+	c->tolerant = mode == MANIFEST_OVER_LIMITS;
+	c->max_files = c->tolerant ? scaled(ws->lim.max_files) : ws->lim.max_files;
+	c->max_bytes = c->tolerant ? scaled(ws->lim.max_total_size) : ws->lim.max_total_size;
+	ret = ws_walk_ex(ws, "", 0, c->tolerant ? WS_WALK_CUT_BIG_DIRS : 0, build_cb, c,
+			 &cut, c->err);
 	free(c);
 	if (ret < 0) {
 		manifest_release(out);
 		return -1;
 	}
+	if (cut)
+		out->incomplete = 1;
 	manifest_sort(out);
 	return 0;
+}
+
+int manifest_build(const struct workspace *ws, struct manifest *out,
+		   struct tool_error *err)
+{
+	return manifest_build_ex(ws, MANIFEST_WITHIN_LIMITS, out, err);
 }
 
 json_object *manifest_to_json(const struct manifest *m)

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "fileutil.h"
 #include "log.h"
 #include "subprocess.h"
@@ -60,6 +61,16 @@ void sandbox_config_default(struct sandbox_config *c)
 	c->max_file_bytes = 256ULL << 20;
 	c->max_open_files = 4096;
 	c->tmp_bytes = 256ULL << 20;
+}
+
+void sandbox_config_from_config(const struct config *cfg, struct sandbox_config *c)
+{
+	sandbox_config_default(c);
+	c->run_uid = (uid_t)cfg->sandbox_uid;
+	c->run_gid = (gid_t)cfg->sandbox_gid;
+	c->mem_bytes = (uint64_t)cfg->sandbox_mem_mb << 20;
+	c->cpu_seconds = (uint64_t)cfg->sandbox_cpu_s;
+	c->max_procs = (uint64_t)cfg->sandbox_max_procs;
 }
 
 void sandbox_result_release(struct sandbox_result *res)

@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/openat2.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -22,9 +23,6 @@
 /* openat2 answers EAGAIN when a rename raced with the resolution; it is
  * safe to retry, but a hostile writer must not keep us spinning forever. */
 #define WS_EAGAIN_RETRIES 64
-/* Bounds the memory a single (possibly hostile) directory can make a walk
- * hold. */
-#define WS_WALK_MAX_DIR_ENTRIES 65536
 #define WS_MAX_EXTRA_IGNORED 64
 /* How much of a path an error message quotes. */
 #define WS_ERR_PATH_MAX 200
@@ -239,9 +237,59 @@ static int check_not_ignored(const struct workspace *ws, const char *rel,
 {
 	if (!ws_path_is_ignored(ws, rel))
 		return 0;
-	ws_set_error(err, "is_ignored", rel,
-		     "is inside an ignored folder (node_modules, dist, .git or one set for this app)");
+	ws_set_error(err, "is_ignored", rel, "%s", WS_IGNORED_MESSAGE);
 	return -1;
+}
+
+/* The path the kernel has for fd, through /proc: what the object is now
+ * called, whatever symlinks led to it. */
+static int fd_path(int fd, char *buf, size_t size)
+{
+	char link[64];
+	ssize_t n;
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	n = readlink(link, buf, size);
+	if (n < 0 || (size_t)n >= size)
+		return -1;
+	buf[n] = '\0';
+	return 0;
+}
+
+int ws_fd_is_ignored(const struct workspace *ws, int fd, const char *rel,
+		     struct tool_error *err)
+{
+	char root[PATH_MAX], real[PATH_MAX];
+	struct stat st;
+	const char *p, *slash;
+	size_t rlen;
+
+	if (fd_path(ws->dirfd, root, sizeof(root)) < 0 ||
+	    fd_path(fd, real, sizeof(real)) < 0 || fstat(fd, &st) < 0) {
+		ws_set_error(err, "io_error", rel, "cannot tell which folder it is in: %s",
+			     strerror(errno));
+		return -1;
+	}
+	rlen = strlen(root);
+	if (rlen == 1)
+		rlen = 0; /* the root is "/" */
+	if (!strcmp(real, root))
+		return 0;
+	if (strncmp(real, root, rlen) || real[rlen] != '/') {
+		/* beneath the root by construction, so the tree moved meanwhile */
+		ws_set_error(err, "io_error", rel,
+			     "the workspace changed during the call; try again");
+		return -1;
+	}
+	for (p = real + rlen + 1; (slash = strchr(p, '/')); p = slash + 1)
+		if (is_ignored_n(ws, p, (size_t)(slash - p)))
+			goto ignored;
+	if (S_ISDIR(st.st_mode) && is_ignored_n(ws, p, strlen(p)))
+		goto ignored;
+	return 0;
+ignored:
+	ws_set_error(err, "is_ignored", rel, "%s", WS_IGNORED_MESSAGE);
+	return 1;
 }
 
 /* ------------------------------------------------------------------ */
@@ -524,7 +572,8 @@ int ws_stat(const struct workspace *ws, const char *rel, struct stat *st,
 /* Opens the folder holding rel (the root when rel has no '/') and points
  * *base at rel's last component. Returns the fd or -1; with create, missing
  * folders are made one at a time, each mkdirat() relative to a parent fd
- * that was itself resolved beneath the root. */
+ * that was itself resolved beneath the root. A folder that is or lies in an
+ * ignored folder is refused, before anything is created in it. */
 static int open_parent(const struct workspace *ws, const char *rel,
 		       const char **base, int create, struct tool_error *err)
 {
@@ -559,6 +608,8 @@ static int open_parent(const struct workspace *ws, const char *rel,
 		r = sys_openat2(ws->dirfd, dir.buf, O_RDONLY | O_DIRECTORY |
 				O_CLOEXEC, 0, WS_RESOLVE);
 		if (r < 0 && errno == ENOENT) {
+			if (prev >= 0 && ws_fd_is_ignored(ws, prev, rel, err) != 0)
+				goto fail;
 			if (mkdirat(prev >= 0 ? prev : ws->dirfd, comp, 0755) < 0 &&
 			    errno != EEXIST) {
 				open_error(ws, dir.buf, errno, err);
@@ -584,6 +635,10 @@ fail:
 		close(prev);
 	fd = -1;
 out:
+	if (fd >= 0 && ws_fd_is_ignored(ws, fd, rel, err) != 0) {
+		close(fd);
+		fd = -1;
+	}
 	strbuf_release(&dir);
 	return fd;
 }
@@ -657,21 +712,61 @@ int ws_read_file(const struct workspace *ws, const char *rel, size_t cap,
 	return 0;
 }
 
-struct totals {
-	uint64_t files;
-	uint64_t bytes;
-};
-
-static int count_cb(void *ctx, const char *rel, const struct stat *st)
+static int measure_cb(void *ctx, const char *rel, const struct stat *st)
 {
-	struct totals *t = ctx;
+	struct ws_usage *u = ctx;
+	uint64_t size = (uint64_t)st->st_size;
 
-	(void)rel;
-	if (S_ISREG(st->st_mode)) {
-		t->files++;
-		t->bytes += (uint64_t)st->st_size;
+	if (!S_ISREG(st->st_mode))
+		return 0;
+	u->files++;
+	u->bytes += size;
+	if (size > u->largest_size) {
+		u->largest_size = size;
+		snprintf(u->largest, sizeof(u->largest), "%.*s",
+			 (int)ws_utf8_prefix(rel, strlen(rel), sizeof(u->largest) - 1), rel);
 	}
 	return 0;
+}
+
+int ws_measure(const struct workspace *ws, struct ws_usage *u, struct tool_error *err)
+{
+	memset(u, 0, sizeof(*u));
+	return ws_walk_ex(ws, "", 0, WS_WALK_CUT_BIG_DIRS, measure_cb, u, &u->cut, err) < 0
+	       ? -1 : 0;
+}
+
+int ws_usage_over_limits(const struct workspace *ws, const struct ws_usage *u)
+{
+	return u->cut || u->files > ws->lim.max_files || u->bytes > ws->lim.max_total_size ||
+	       u->largest_size > ws->lim.max_file_size;
+}
+
+void ws_usage_describe(const struct workspace *ws, const struct ws_usage *u,
+		       struct strbuf *out)
+{
+	const char *sep = "";
+
+	if (u->files > ws->lim.max_files) {
+		strbuf_addf(out, "%llu files (limit %u)", (unsigned long long)u->files,
+			    ws->lim.max_files);
+		sep = ", ";
+	}
+	if (u->bytes > ws->lim.max_total_size) {
+		strbuf_addf(out, "%s%llu bytes in all (limit %llu)", sep,
+			    (unsigned long long)u->bytes,
+			    (unsigned long long)ws->lim.max_total_size);
+		sep = ", ";
+	}
+	if (u->largest_size > ws->lim.max_file_size) {
+		strbuf_addf(out, "%s%s of %llu bytes (files are limited to %llu)", sep,
+			    u->largest, (unsigned long long)u->largest_size,
+			    (unsigned long long)ws->lim.max_file_size);
+		sep = ", ";
+	}
+	if (u->cut)
+		strbuf_addf(out, "%sa folder of more than %d entries", sep,
+			    WS_WALK_MAX_DIR_ENTRIES);
 }
 
 
@@ -713,13 +808,13 @@ int ws_write_file_ex(const struct workspace *ws, const char *rel,
 		     const void *data, size_t len, unsigned mode, int *created,
 		     struct tool_error *err)
 {
-	struct totals t = { 0, 0 };
+	struct ws_usage t;
 	struct tool_error probe;
 	struct stat st;
 	const char *base;
 	uint64_t old_size = 0, new_total;
 	int pfd = -1, existed = 0, ret = -1, r;
-	mode_t fmode = (mode & 0111) ? 0755 : 0644;
+	mode_t fmode = (mode != WS_MODE_KEEP && (mode & 0111)) ? 0755 : 0644;
 
 	if (ws_path_check(ws, rel, strlen(rel), err) < 0 ||
 	    check_not_ignored(ws, rel, err) < 0)
@@ -746,6 +841,8 @@ int ws_write_file_ex(const struct workspace *ws, const char *rel,
 			}
 			existed = 1;
 			old_size = (uint64_t)st.st_size;
+			if (mode == WS_MODE_KEEP && (st.st_mode & 0111))
+				fmode = 0755;
 		} else if (errno != ENOENT) {
 			open_error(ws, rel, errno, err);
 			goto out;
@@ -753,7 +850,8 @@ int ws_write_file_ex(const struct workspace *ws, const char *rel,
 	}
 	/* Limits are checked before any folder is created, so a refused write
 	 * leaves the workspace exactly as it was. */
-	if (ws_walk(ws, "", 0, count_cb, &t, err) < 0)
+	memset(&t, 0, sizeof(t));
+	if (ws_walk(ws, "", 0, measure_cb, &t, err) < 0)
 		goto out;
 	if (!existed && t.files + 1 > ws->lim.max_files) {
 		ws_set_error(err, "limit_exceeded", rel,
@@ -914,6 +1012,8 @@ static int entry_cmp(const void *a, const void *b)
 struct walk {
 	const struct workspace *ws;
 	unsigned max_depth;
+	unsigned flags;
+	int cut;      /* a folder's entries were left out (WS_WALK_CUT_BIG_DIRS) */
 	ws_walk_fn cb;
 	void *ctx;
 	struct tool_error *err;
@@ -953,6 +1053,12 @@ static int read_dir(struct walk *w, int fd, struct walk_entry **out,
 		if (S_ISDIR(st.st_mode) && is_ignored_n(w->ws, de->d_name, len))
 			continue;
 		if (n == WS_WALK_MAX_DIR_ENTRIES) {
+			if (w->flags & WS_WALK_CUT_BIG_DIRS) {
+				/* the entries read so far stand for the folder */
+				w->cut = 1;
+				errno = 0;
+				break;
+			}
 			ws_set_error(w->err, "limit_exceeded",
 				     w->path.len ? w->path.buf : NULL,
 				     "a folder holds more than %d entries",
@@ -1038,14 +1144,16 @@ out:
 	return ret;
 }
 
-int ws_walk(const struct workspace *ws, const char *start_rel,
-	    unsigned max_depth, ws_walk_fn cb, void *ctx,
-	    struct tool_error *err)
+int ws_walk_ex(const struct workspace *ws, const char *start_rel,
+	       unsigned max_depth, unsigned flags, ws_walk_fn cb, void *ctx,
+	       int *cut, struct tool_error *err)
 {
-	struct walk w = { ws, max_depth, cb, ctx, err, STRBUF_INIT };
+	struct walk w = { ws, max_depth, flags, 0, cb, ctx, err, STRBUF_INIT };
 	struct stat st;
 	int fd, ret;
 
+	if (cut)
+		*cut = 0;
 	if (!start_rel || !*start_rel) {
 		/* a fresh open, not a dup: readdir() must not share the file
 		 * offset of ws->dirfd with concurrent walks */
@@ -1068,13 +1176,27 @@ int ws_walk(const struct workspace *ws, const char *start_rel,
 				     "is an ignored folder or inside one");
 			return -1;
 		}
-		/* a symlinked start folder is followed, beneath the root only */
+		/* a symlinked start folder is followed, beneath the root only,
+		 * and never into an ignored folder */
 		fd = resolve(ws, start_rel, O_RDONLY | O_DIRECTORY, 0, 1, &st, err);
 		if (fd < 0)
 			return -1;
+		if (ws_fd_is_ignored(ws, fd, start_rel, err) != 0) {
+			close(fd);
+			return -1;
+		}
 		strbuf_addstr(&w.path, start_rel);
 	}
 	ret = walk_dir(&w, fd, 1);
 	strbuf_release(&w.path);
+	if (cut)
+		*cut = w.cut;
 	return ret;
+}
+
+int ws_walk(const struct workspace *ws, const char *start_rel,
+	    unsigned max_depth, ws_walk_fn cb, void *ctx,
+	    struct tool_error *err)
+{
+	return ws_walk_ex(ws, start_rel, max_depth, 0, cb, ctx, NULL, err);
 }

@@ -31,8 +31,12 @@ static const char builtin_policy[] =
 	"   \"script_subcommands\": [\"run\", \"run-script\"],"
 	"   \"scripts\": [\"build\", \"test\", \"lint\"],"
 	"   \"deny_args\": [\"-g*\", \"--global*\", \"--prefix*\", \"-C\"],"
+	"   \"deny_options\": [\"g\", \"C\", \"global\", \"prefix\", \"ignore-scripts\"],"
+	"   \"force_args\": {\"install\": [\"--ignore-scripts=true\"], \"run\": [\"--ignore-scripts=true\"]},"
 	"   \"timeout_ms\": 180000},"
-	"  \"node\": {\"deny_args\": [\"-i\", \"--inspect*\"], \"timeout_ms\": 120000},"
+	"  \"node\": {\"deny_args\": [\"-i\", \"--inspect*\"],"
+	"   \"deny_options\": [\"e\", \"p\", \"eval\", \"print\", \"require\", \"inspect*\"],"
+	"   \"timeout_ms\": 120000},"
 	"  \"./bin/tool\": {\"output_cap\": 1024},"
 	"  \"ls\": {}, \"cat\": {}, \"echo\": {}, \"grep\": {},"
 	"  \"find\": {\"deny_args\": [\"-exec\", \"-delete\"]}}}";
@@ -65,17 +69,64 @@ static int denied_by_pattern(const struct cmdpolicy_program *prog, const char *a
 	return 0;
 }
 
+/* A simpler restatement of deny_options for the plain spellings: --name,
+ * -name, --name=value. */
+static int denied_as_option(const struct cmdpolicy_program *prog, const char *arg)
+{
+	size_t i;
+
+	if (arg[0] != '-')
+		return 0;
+	arg += arg[1] == '-' ? 2 : 1;
+	for (i = 0; i < prog->deny_options.n; i++) {
+		const char *name = prog->deny_options.items[i];
+		size_t len = strlen(name);
+
+		if (name[len - 1] != '*' && !strncmp(arg, name, len) &&
+		    (arg[len] == '\0' || arg[len] == '='))
+			return 1;
+	}
+	return 0;
+}
+
+static const struct cmdpolicy_list *forced_for(const struct cmdpolicy_program *prog,
+						const char *const *argv, size_t argc)
+{
+	size_t i;
+
+	for (i = 0; prog->has_subcommands && argc >= 2 && i < prog->nforced; i++)
+		if (!strcmp(prog->forced[i].subcommand, argv[1]))
+			return &prog->forced[i].args;
+	return NULL;
+}
+
 /* What an allowed argv must satisfy, restated independently of the checker. */
 static void check_invariants(const struct cmdpolicy *p, const char *const *argv,
-			     size_t argc, int64_t timeout_ms, size_t cap)
+			     size_t argc, int64_t requested, const struct cmdpolicy_verdict *v)
 {
 	const struct cmdpolicy_program *prog = program_named(p, argv[0]);
-	size_t i;
+	const struct cmdpolicy_list *forced;
+	int64_t prog_timeout;
+	size_t i, nf;
 
 	if (!prog || argc == 0 || argc > p->max_args)
 		abort();
-	if (timeout_ms < 1 || timeout_ms > p->max_timeout_ms || cap == 0)
+	prog_timeout = prog->timeout_ms ? prog->timeout_ms : p->default_timeout_ms;
+	if (v->timeout_ms < 1 || v->timeout_ms > p->max_timeout_ms ||
+	    v->timeout_ms > prog_timeout || (requested > 0 && v->timeout_ms > requested) ||
+	    v->output_cap == 0)
 		abort();
+	/* the verdict is argv with the forced arguments after argv[1] */
+	forced = forced_for(prog, argv, argc);
+	nf = forced ? forced->n : 0;
+	if (v->argc != argc + nf || v->argv[v->argc] || strcmp(v->argv[0], argv[0]))
+		abort();
+	for (i = 0; i < nf; i++)
+		if (strcmp(v->argv[2 + i], forced->items[i]))
+			abort();
+	for (i = 1; i < argc; i++)
+		if (strcmp(v->argv[i < 2 ? i : i + nf], argv[i]) || denied_as_option(prog, argv[i]))
+			abort();
 	for (i = 0; i < argc; i++)
 		if (!argv[i] || strlen(argv[i]) > p->max_arg_bytes)
 			abort();
@@ -88,10 +139,10 @@ static void check_invariants(const struct cmdpolicy *p, const char *const *argv,
 
 static void run_one(const struct cmdpolicy *p, json_object *argv_json, int64_t requested)
 {
+	struct cmdpolicy_verdict v;
 	struct tool_error err;
 	const char **argv = NULL;
-	size_t argc = 0, cap = 0;
-	int64_t timeout_ms = 0;
+	size_t argc = 0;
 
 	memset(&err, 0, sizeof(err));
 	if (cmdpolicy_argv_from_json(argv_json, &argv, &argc, &err) < 0) {
@@ -99,10 +150,11 @@ static void run_one(const struct cmdpolicy *p, json_object *argv_json, int64_t r
 			abort();
 		return;
 	}
-	if (cmdpolicy_check(p, argv, argc, requested, &timeout_ms, &cap, &err) == 0)
-		check_invariants(p, argv, argc, timeout_ms, cap);
-	else if (strcmp(err.code, "command_denied") || !err.message[0])
+	if (cmdpolicy_decide(p, argv, argc, requested, &v, &err) == 0)
+		check_invariants(p, argv, argc, requested, &v);
+	else if (strcmp(err.code, "command_denied") || !err.message[0] || v.argv)
 		abort();
+	cmdpolicy_verdict_release(&v);
 	free(argv);
 }
 

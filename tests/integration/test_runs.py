@@ -425,7 +425,7 @@ def test_keepalive_comment_on_an_idle_stream_and_cancel_kills_the_command():
         if ev["data"]["type"] == "tool.started":
             assert ev["data"]["payload"]["tool"] == "run_command", ev
             break
-    procs = eventually(lambda: runner_descendants("setTimeout"), timeout=5, what="the command's process")
+    procs = eventually(lambda: runner_descendants("/dev/null"), timeout=5, what="the command's process")
     # The command keeps the run silent: only a keep-alive comment comes.
     if keepalive <= 20:
         t_idle = time.time()

@@ -108,7 +108,8 @@ static void test_denied_args(void)
 	CHECK(denied_with(ARGV("npm", "install", "--global", "x"),
 			  "argument '--global' is denied for npm"));
 	CHECK(denied_with(ARGV("npm", "install", "--prefix=/usr", "x"),
-			  "argument '--prefix=/usr' is denied for npm (rule '--prefix*')"));
+			  "argument '--prefix=/usr' is denied for npm (option 'prefix', in any spelling)"));
+	CHECK(denied_with(ARGV("npm", "install", "-C", "/usr"), "option 'C'"));
 	CHECK(denied_with(ARGV("npm", "install", "-gD", "x"), "argument '-gD' is denied"));
 	CHECK(denied_with(ARGV("npm", "ci", "--script-shell", "/bin/bash"), "--script-shell"));
 	CHECK(denied_with(ARGV("node", "--inspect=0.0.0.0:9229", "a.js"),
@@ -155,12 +156,11 @@ static void test_limits_and_hostile_text(void)
 
 	/* a denied argument is echoed with control bytes neutralised and cut */
 	memset(longarg, 'b', 200);
-	longarg[0] = '-';
-	longarg[1] = 'g';
-	longarg[5] = '\n';
+	memcpy(longarg, "--global=", 9);
+	longarg[12] = '\n';
 	longarg[200] = '\0';
 	CHECK(check(ARGV("npm", "install", longarg), 0, &t, &cap, &err) == -1);
-	CHECK(strstr(err.message, "'-gbbb?bbb") != NULL);
+	CHECK(strstr(err.message, "'--global=bbb?bbb") != NULL);
 	CHECK(strstr(err.message, "...'") != NULL);
 	CHECK(strchr(err.message, '\n') == NULL);
 	free(longarg);
@@ -178,10 +178,142 @@ static void test_timeouts(void)
 	CHECK(t == 180000);
 	CHECK(check(ARGV("npm", "run", "build"), 5000, &t, &cap, &err) == 0);
 	CHECK(t == 5000);
+	/* a call may ask for less time than the program gets, never more */
+	CHECK(check(ARGV("npm", "run", "build"), 250000, &t, &cap, &err) == 0);
+	CHECK(t == 180000);
+	CHECK(check(ARGV("node", "a.js"), 300000, &t, &cap, &err) == 0);
+	CHECK(t == 120000);
 	CHECK(check(ARGV("ls"), 999999999, &t, &cap, &err) == 0);
-	CHECK(t == 300000);
+	CHECK(t == 60000);
+	CHECK(check(ARGV("ls"), 60001, &t, &cap, &err) == 0);
+	CHECK(t == 60000);
 	CHECK(check(ARGV("ls"), -5, &t, &cap, &err) == 0);
 	CHECK(t == 60000);
+}
+
+/* Every argv denied with a message containing want. */
+static int all_denied(const char *const *const *argvs, size_t n, const char *want)
+{
+	int ok = 1;
+
+	for (size_t i = 0; i < n; i++) {
+		if (denied_with(argvs[i], want))
+			continue;
+		fprintf(stderr, "  %s %s %s was not denied\n", argvs[i][0], argvs[i][1],
+			argvs[i][2] ? argvs[i][2] : "");
+		ok = 0;
+	}
+	return ok;
+}
+
+/* node runs scripts of the workspace; code on its command line does not
+ * run, in any spelling node accepts. */
+static void test_node_inline_code_denied(void)
+{
+	const char *const *const denied[] = {
+		ARGV("node", "-e", "require('child_process')"),
+		ARGV("node", "--eval", "1"),
+		ARGV("node", "--eval=1"),
+		ARGV("node", "-p", "1+1"),
+		ARGV("node", "--print", "1"),
+		ARGV("node", "--print=1"),
+		ARGV("node", "-pe", "1"),
+		ARGV("node", "-r", "./evil.js", "a.js"),
+		ARGV("node", "--require=./evil.js", "a.js"),
+		ARGV("node", "--require", "./evil.js", "a.js"),
+		ARGV("node", "--import=./evil.mjs", "a.js"),
+		ARGV("node", "--import", "data:text/javascript,1"),
+		ARGV("node", "--loader", "./l.mjs", "a.js"),
+		ARGV("node", "--experimental-loader=./l.mjs", "a.js"),
+		ARGV("node", "--experimental_loader", "./l.mjs", "a.js"),
+		ARGV("node", "--env-file=.env", "a.js"),
+		ARGV("node", "--env-file-if-exists=.env", "a.js"),
+		ARGV("node", "--run", "build"),
+		ARGV("node", "-i"),
+		ARGV("node", "--interactive"),
+		ARGV("node", "--inspect-brk", "a.js"),
+		ARGV("node", "--inspect=0.0.0.0:9229", "a.js"),
+		ARGV("node", "--debug-port=1", "a.js"),
+		ARGV("node", "--snapshot-blob", "s.blob"),
+		ARGV("node", "--build-snapshot", "a.js"),
+		ARGV("node", "--openssl-config=./o.cnf", "a.js"),
+	};
+
+	CHECK(all_denied(denied, ARRAY_SIZE(denied), "is denied for node (option '"));
+	CHECK(allowed(ARGV("node", "scripts/build.js")));
+	CHECK(allowed(ARGV("node", "--check", "a.js")));
+	CHECK(allowed(ARGV("node", "--test")));
+	CHECK(allowed(ARGV("node", "--enable-source-maps", "a.js")));
+	CHECK(allowed(ARGV("node", "--no-warnings", "a.js")));
+	CHECK(allowed(ARGV("node", "--experimental-vm-modules", "a.js")));
+	CHECK(allowed(ARGV("node", "-C", "development", "a.js")));
+	CHECK(allowed(ARGV("node", "--version")));
+}
+
+static int verdict_argv_is(const char *const *argv, const char *const *want)
+{
+	struct cmdpolicy_verdict v;
+	struct tool_error err;
+	size_t argc = 0, i;
+	int ok;
+
+	while (argv[argc])
+		argc++;
+	if (cmdpolicy_decide(&policy, argv, argc, 0, &v, &err) < 0) {
+		fprintf(stderr, "  denied: %s\n", err.message);
+		return 0;
+	}
+	for (i = 0; want[i] && v.argv[i] && !strcmp(want[i], v.argv[i]); i++)
+		;
+	ok = !want[i] && !v.argv[i] && v.argc == i;
+	if (!ok)
+		for (i = 0; i < v.argc; i++)
+			fprintf(stderr, "  verdict argv[%zu] = %s\n", i, v.argv[i]);
+	cmdpolicy_verdict_release(&v);
+	return ok;
+}
+
+/* npm runs the script asked for, never lifecycle scripts around it or
+ * install scripts: --ignore-scripts=true goes right after the subcommand,
+ * and no spelling of the model's can turn it off. */
+static void test_npm_lifecycle_scripts(void)
+{
+	const char *const *const denied[] = {
+		ARGV("npm", "install", "--no-ignore-scripts"),
+		ARGV("npm", "install", "--ignore-scripts=false"),
+		ARGV("npm", "install", "--ignore-scripts", "false"),
+		ARGV("npm", "ci", "--ignore-scr=false"),
+		ARGV("npm", "ci", "--ig=false"),
+		ARGV("npm", "run", "build", "-ignore-scripts=false"),
+		ARGV("npm", "test", "---ignore-scripts=false"),
+		ARGV("npm", "test", "--NO-ignore-scripts"),
+		ARGV("npm", "test", "--no-no-no-ignore-scripts"),
+		ARGV("npm", "install", "-lg", "left-pad"),
+		ARGV("npm", "install", "-gD", "x"),
+		ARGV("npm", "install", "--glob", "x"),
+		ARGV("npm", "install", "-Cfoo"),
+		ARGV("npm", "install", "--location=global", "x"),
+		ARGV("npm", "run", "build", "--script-shell=./sh"),
+		ARGV("npm", "test", "--node-options=--require=./evil.js"),
+	};
+
+	CHECK(all_denied(denied, ARRAY_SIZE(denied), "is denied for npm (option '"));
+	CHECK(verdict_argv_is(ARGV("npm", "install"),
+			      ARGV("npm", "install", "--ignore-scripts=true")));
+	CHECK(verdict_argv_is(ARGV("npm", "install", "--save-dev", "vite"),
+			      ARGV("npm", "install", "--ignore-scripts=true", "--save-dev", "vite")));
+	CHECK(verdict_argv_is(ARGV("npm", "ci"), ARGV("npm", "ci", "--ignore-scripts=true")));
+	CHECK(verdict_argv_is(ARGV("npm", "test"), ARGV("npm", "test", "--ignore-scripts=true")));
+	CHECK(verdict_argv_is(ARGV("npm", "run", "build", "--", "--mode", "production"),
+			      ARGV("npm", "run", "--ignore-scripts=true", "build", "--", "--mode",
+				   "production")));
+	CHECK(verdict_argv_is(ARGV("npm", "run-script", "lint"),
+			      ARGV("npm", "run-script", "--ignore-scripts=true", "lint")));
+	CHECK(verdict_argv_is(ARGV("npm", "ls", "--all"), ARGV("npm", "ls", "--all")));
+	CHECK(verdict_argv_is(ARGV("ls", "-la"), ARGV("ls", "-la")));
+	CHECK(allowed(ARGV("npm", "install", "-D", "-E", "vite")));
+	CHECK(allowed(ARGV("npm", "install", "--legacy-peer-deps", "--no-audit", "--prefer-offline")));
+	CHECK(allowed(ARGV("npm", "ls", "--depth=0")));
 }
 
 static json_object *parse(const char *text)
@@ -286,6 +418,26 @@ static void test_loader_validation(void)
 			"has script_subcommands but no scripts"));
 	CHECK(load_text("{\"programs\": {\"ls\": 5}}", "programs.ls must be an object"));
 	CHECK(load_text("{\"programs\": {\"\": {}}}", "program names"));
+	CHECK(load_text("{\"$comment\": \"why\", \"programs\": {\"ls\": {\"$comment\": [\"a\", \"b\"]}}}",
+			NULL));
+	CHECK(load_text("{\"$comment\": 5, \"programs\": {}}", "$comment must be a string"));
+	CHECK(load_text("{\"programs\": {\"ls\": {\"$comment\": [1]}}}", "must be a string"));
+	CHECK(load_text("{\"programs\": {\"node\": {\"deny_options\": [\"--eval\"]}}}",
+			"without leading dashes"));
+	CHECK(load_text("{\"programs\": {\"node\": {\"deny_options\": [\"eval=x\"]}}}",
+			"without leading dashes"));
+	CHECK(load_text("{\"programs\": {\"node\": {\"deny_options\": [\"No-warnings\"]}}}",
+			"its no- forms are denied with it"));
+	CHECK(load_text("{\"programs\": {\"npm\": {\"force_args\": {\"install\": [\"-x\"]}}}}",
+			"not one of its subcommands"));
+	CHECK(load_text("{\"programs\": {\"npm\": {\"subcommands\": [\"ci\"], "
+			"\"force_args\": {\"install\": [\"-x\"]}}}}", "not one of its subcommands"));
+	CHECK(load_text("{\"programs\": {\"npm\": {\"subcommands\": [\"ci\"], "
+			"\"force_args\": {\"ci\": \"-x\"}}}}", "must be an array"));
+	CHECK(load_text("{\"programs\": {\"npm\": {\"subcommands\": [\"ci\"], "
+			"\"force_args\": [\"ci\"]}}}", "must be an object"));
+	CHECK(load_text("{\"programs\": {\"npm\": {\"force_args\": {\"ci\": [\"-x\"]}, "
+			"\"subcommands\": [\"ci\"]}}}", NULL));
 }
 
 static void test_load_file_errors(void)
@@ -380,6 +532,8 @@ int main(void)
 	RUN(test_subcommands_and_scripts);
 	RUN(test_limits_and_hostile_text);
 	RUN(test_timeouts);
+	RUN(test_node_inline_code_denied);
+	RUN(test_npm_lifecycle_scripts);
 	RUN(test_argv_shapes);
 	RUN(test_loader_validation);
 	RUN(test_load_file_errors);

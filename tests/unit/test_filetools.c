@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -24,6 +25,8 @@
 #include "workspace.h"
 
 #define SECRET "KILN-SENTINEL-outside-5be1"
+/* in the workspace's ignored folders: readable, never listed or searched */
+#define IGNORED_TEXT "IGNORED-SENTINEL-7c2e"
 
 static char *top; /* holds ws/ (the workspace) and outside/ */
 static char ws_root[4096], outside[4096];
@@ -174,7 +177,12 @@ static void fixture_build(void)
 	puts_(ws_root, "dir/in.txt", "inside\n");
 	mkd(ws_root, "src");
 	puts_(ws_root, "src/app.js", "console.log('hi');\n");
+	mkd(ws_root, "node_modules");
+	puts_(ws_root, "node_modules/dep.js", IGNORED_TEXT "\n");
+	mkd(ws_root, "dist");
+	puts_(ws_root, "dist/out.js", IGNORED_TEXT " (built)\n");
 
+	sym("node_modules", "link_nm");
 	sym("../outside", "link_out");
 	sym("..", "link_up");
 	sym("/etc", "link_etc");
@@ -287,6 +295,10 @@ enum expect {
 		   * must fail; delete/rename may act on the entry itself */
 	HARMLESS, /* an odd but legal name: may succeed, must stay inside */
 	ROOT,     /* means the root to list_files/search_files, refused elsewhere */
+	IGNORED,  /* in an ignored folder (or is one), however spelt: listing,
+		   * searching and every change refused; read_file may read it */
+	IGNORED_LINK, /* a symlink to an ignored folder: as ENTRY, and listing
+		       * or searching through it refused as ignored */
 };
 
 struct escape {
@@ -401,6 +413,17 @@ static struct escape corpus[] = {
 	{ "link_in/in.txt", 0, HARMLESS, 0 },
 	{ "link_in/new.txt", 0, HARMLESS, 0 },
 	{ "proc/self/root", 0, HARMLESS, 0 },
+	/* ignored folders, directly and through a link */
+	{ "node_modules", 0, IGNORED, 0 },
+	{ "node_modules/dep.js", 0, IGNORED, 0 },
+	{ "node_modules/new.js", 0, IGNORED, 0 },
+	{ "dist", 0, IGNORED, 0 },
+	{ "dist/out.js", 0, IGNORED, 0 },
+	{ "dir/../node_modules/dep.js", 0, REFUSE, 0 },
+	{ "link_nm/dep.js", 0, IGNORED, 0 },
+	{ "link_nm/new.js", 0, IGNORED, 0 },
+	{ "link_nm/sub/new.js", 0, IGNORED, 0 },
+	{ "link_nm", 0, IGNORED_LINK, 0 },
 };
 
 enum variant_kind { V_READ, V_CREATE, V_ON_ENTRY };
@@ -526,14 +549,22 @@ static void test_escape_corpus(void)
 			r = filetool_call(&ws, variants[v].tool, args, &result, &summary, &err);
 			calls++;
 			must_fail = e->expect == REFUSE ||
-				    (e->expect == ENTRY && variants[v].kind != V_ON_ENTRY) ||
-				    (e->expect == ROOT && v != 0 && v != 3);
+				    ((e->expect == ENTRY || e->expect == IGNORED_LINK) &&
+				     variants[v].kind != V_ON_ENTRY) ||
+				    (e->expect == ROOT && v != 0 && v != 3) ||
+				    (e->expect == IGNORED && v != 1 && v != 2);
 			if (r < 0) {
 				refused++;
 				CHECK(result == NULL);
 				CHECK(known_code(err.code));
 				CHECK(err.message[0] != '\0');
 				CHECK(summary.len == 0);
+				/* list and search say why: the folder is ignored
+				 * (unless what they name is not there at all) */
+				if ((e->expect == IGNORED || e->expect == IGNORED_LINK) &&
+				    (v == 0 || v == 3) && strcmp(err.code, "not_found") &&
+				    strcmp(err.code, "not_a_directory"))
+					CHECK_STR(err.code, "is_ignored");
 			} else {
 				CHECK(!must_fail);
 				CHECK(result != NULL);
@@ -541,6 +572,8 @@ static void test_escape_corpus(void)
 				CHECK(strstr(text, "KILN-SENTINEL") == NULL);
 				CHECK(strstr(text, "outside_only") == NULL);
 				CHECK(strstr(text, "root:x:0") == NULL);
+				if (v != 1 && v != 2)
+					CHECK(strstr(text, IGNORED_TEXT) == NULL);
 				CHECK(summary.len > 0 && !strchr(summary.buf, '\n'));
 			}
 			/* a path through link_in stays inside and reads the inside */
@@ -584,6 +617,11 @@ static void test_escape_whole_workspace(void)
 	CHECK(strstr(json_object_to_json_string(res), "link_out") == NULL);
 	CHECK(strstr(json_object_to_json_string(res), "fifo") == NULL);
 	CHECK(strstr(json_object_to_json_string(res), "\"dir\\/in.txt\"") != NULL);
+	CHECK(strstr(json_object_to_json_string(res), "dep.js") == NULL);
+	CHECK(strstr(json_object_to_json_string(res), "out.js") == NULL);
+	json_object_put(res);
+	CHECK(call(&ws, "search_files", "{\"pattern\":\"" IGNORED_TEXT "\"}", &res, &summary, &err) == 0);
+	CHECK(res && json_object_array_length(json_object_object_get(res, "matches")) == 0);
 	json_object_put(res);
 	CHECK(call(&ws, "search_files", "{\"pattern\":\"KILN-SENTINEL\"}", &res, &summary, &err) == 0);
 	CHECK(res && json_object_array_length(json_object_object_get(res, "matches")) == 0);
@@ -1038,9 +1076,97 @@ static void test_search_files(void)
 	CHECK_STR(err.code, "invalid_arguments");
 	CHECK(call(&ws, "search_files", "{\"pattern\":\"x\",\"path\":\"node_modules\"}", &res, &summary, &err) == -1);
 	CHECK_STR(err.code, "is_ignored");
+	/* a file inside an ignored folder, named directly: refused like the
+	 * folder (list_files refuses it too), read_file still reads it */
+	CHECK(call(&ws, "search_files", "{\"pattern\":\"hello\",\"path\":\"node_modules/x.js\"}", &res, &summary, &err) == -1);
+	CHECK_STR(err.code, "is_ignored");
+	CHECK(strstr(err.message, "read_file can read it") != NULL);
+	CHECK(call(&ws, "read_file", "{\"path\":\"node_modules/x.js\"}", &res, &summary, &err) == 0);
+	CHECK_STR(jstr(res, "content"), "hello\n");
+	json_object_put(res);
+	/* $ before a CRLF line's CR */
+	CHECK(call(&ws, "search_files", "{\"pattern\":\"say hello$\",\"regex\":true}", &res, &summary, &err) == 0);
+	CHECK(json_object_array_length(json_object_object_get(res, "matches")) == 1);
+	json_object_put(res);
 	workspace_close(&ws);
 	strbuf_release(&summary);
 	strbuf_release(&longline);
+}
+
+/* A prompt-injected model's regular expressions: the ones that made glibc
+ * take gigabytes are refused at once with a clear error; the ones whose
+ * matching explodes in a DFA run in bounded work and memory, and a search
+ * that would take too long stops at its work limit with what it found. */
+static void test_search_regex_bombs(void)
+{
+	static const char *const bombs[] = {
+		"((a{1,100}){1,100}){1,100}",
+		"(((a{1,100}){1,100}){1,100}){1,100}",
+		"((((a{1,255}){1,255}){1,255}){1,255}){1,255}",
+		"(.{255}){255}",
+		"(a|aa){1,255}{1,255}",
+	};
+	struct workspace ws;
+	struct strbuf summary = STRBUF_INIT, text = STRBUF_INIT;
+	struct tool_error err = { { 0 }, { 0 } };
+	struct rusage before, after;
+	json_object *res, *args;
+	int64_t t0;
+
+	plain_fixture();
+	puts_(ws_root, "a.txt", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n");
+	CHECK(open_ws(&ws, NULL) == 0);
+	for (size_t i = 0; i < ARRAY_SIZE(bombs); i++) {
+		args = json_object_new_object();
+		json_object_object_add(args, "pattern", json_object_new_string(bombs[i]));
+		json_object_object_add(args, "regex", json_object_new_boolean(1));
+		t0 = mono_ms();
+		CHECK(filetool_call(&ws, "search_files", args, &res, &summary, &err) == -1);
+		CHECK(mono_ms() - t0 < 100);
+		CHECK_STR(err.code, "invalid_regex");
+		CHECK(strstr(err.message, "expands to more than") != NULL);
+		CHECK(strstr(err.message, "nested ones multiply") != NULL);
+		json_object_put(args);
+	}
+	/* (a|b)*a(a|b){18}c over 8 files of 1 MiB of random a and b: glibc
+	 * builds a DFA state per byte here (minutes, memory growing with the
+	 * text); this stops at the work limit within seconds, memory flat */
+	srand(7);
+	for (size_t i = 0; i < (1u << 20); i++)
+		strbuf_addch(&text, (i % 4096) == 4095 ? '\n' : (rand() & 1) ? 'a' : 'b');
+	for (int f = 0; f < 8; f++) {
+		char name[32];
+
+		snprintf(name, sizeof(name), "ab%d.txt", f);
+		put(ws_root, name, text.buf, text.len);
+	}
+	getrusage(RUSAGE_SELF, &before);
+	t0 = mono_ms();
+	strbuf_reset(&summary);
+	CHECK(call(&ws, "search_files", "{\"pattern\":\"(a|b)*a(a|b){18}c\",\"regex\":true}",
+		   &res, &summary, &err) == 0);
+	getrusage(RUSAGE_SELF, &after);
+	fprintf(stderr, "regex state explosion over 8 MiB: %lld ms, rss +%ld KiB, %s\n",
+		(long long)(mono_ms() - t0), after.ru_maxrss - before.ru_maxrss, summary.buf);
+	CHECK(mono_ms() - t0 < 60000); /* generous: sanitizer builds on a loaded machine */
+	CHECK(after.ru_maxrss - before.ru_maxrss < 16384);
+	CHECK(jbool(res, "truncated") == 1);
+	CHECK(jstr(res, "note") && strstr(jstr(res, "note"), "work limit"));
+	CHECK(strstr(summary.buf, "(stopped at the work limit)") != NULL);
+	CHECK(json_object_array_length(json_object_object_get(res, "matches")) == 0);
+	json_object_put(res);
+	/* the same files, an ordinary pattern: the whole search, no note */
+	CHECK(call(&ws, "search_files", "{\"pattern\":\"^a+b{3}a\",\"regex\":true,\"limit\":5}",
+		   &res, &summary, &err) == 0);
+	CHECK(jstr(res, "note") == NULL);
+	CHECK(json_object_array_length(json_object_object_get(res, "matches")) == 5);
+	json_object_put(res);
+	CHECK(call(&ws, "search_files", "{\"pattern\":\"c\"}", &res, &summary, &err) == 0);
+	CHECK(jstr(res, "note") == NULL && jbool(res, "truncated") == 0);
+	json_object_put(res);
+	workspace_close(&ws);
+	strbuf_release(&summary);
+	strbuf_release(&text);
 }
 
 static int count_tmp(void)
@@ -1180,6 +1306,46 @@ static void test_write_delete_rename(void)
 	strbuf_release(&big);
 }
 
+/* write_file replaces a file's content, not its permissions: a script
+ * made executable stays executable. */
+static void test_write_keeps_mode(void)
+{
+	struct workspace ws;
+	struct strbuf summary = STRBUF_INIT;
+	struct tool_error err = { { 0 }, { 0 } };
+	json_object *res;
+	struct stat st;
+	char *p;
+
+	plain_fixture();
+	puts_(ws_root, "run.sh", "#!/bin/sh\necho one\n");
+	puts_(ws_root, "notes.txt", "plain\n");
+	p = path_in(ws_root, "run.sh");
+	CHECK(chmod(p, 0755) == 0);
+	CHECK(open_ws(&ws, NULL) == 0);
+	CHECK(call(&ws, "write_file", "{\"path\":\"run.sh\",\"content\":\"#!/bin/sh\\necho two\\n\"}",
+		   &res, &summary, &err) == 0);
+	CHECK(jbool(res, "executable") == 1);
+	json_object_put(res);
+	CHECK(stat(p, &st) == 0 && (st.st_mode & 07777) == 0755);
+	free(p);
+	CHECK(call(&ws, "write_file", "{\"path\":\"notes.txt\",\"content\":\"x\"}", &res, &summary,
+		   &err) == 0);
+	CHECK(jbool(res, "executable") == -1);
+	json_object_put(res);
+	p = path_in(ws_root, "notes.txt");
+	CHECK(stat(p, &st) == 0 && (st.st_mode & 07777) == 0644);
+	free(p);
+	CHECK(call(&ws, "write_file", "{\"path\":\"new.sh\",\"content\":\"x\"}", &res, &summary,
+		   &err) == 0);
+	json_object_put(res);
+	p = path_in(ws_root, "new.sh");
+	CHECK(stat(p, &st) == 0 && (st.st_mode & 07777) == 0644);
+	free(p);
+	workspace_close(&ws);
+	strbuf_release(&summary);
+}
+
 static void test_snapshot(void)
 {
 	struct workspace ws;
@@ -1314,7 +1480,9 @@ int main(void)
 	RUN(test_glob_is_linear);
 	RUN(test_read_file);
 	RUN(test_search_files);
+	RUN(test_search_regex_bombs);
 	RUN(test_write_delete_rename);
+	RUN(test_write_keeps_mode);
 	RUN(test_snapshot);
 	RUN(test_dispatch_and_schemas);
 	rm_rf(top);

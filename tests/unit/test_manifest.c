@@ -53,6 +53,19 @@ static char *fresh_root(const char *name)
 	return strbuf_detach(&p, NULL);
 }
 
+/* root/hl: a hard link to top/outside_name, a file outside the workspace. */
+static void link_from_outside(const char *root, const char *outside_name)
+{
+	struct strbuf a = STRBUF_INIT, b = STRBUF_INIT;
+
+	strbuf_addf(&a, "%s/%s", top, outside_name);
+	strbuf_addf(&b, "%s/hl", root);
+	put(top, outside_name, "secret", 0644);
+	CHECK(link(a.buf, b.buf) == 0);
+	strbuf_release(&a);
+	strbuf_release(&b);
+}
+
 static void test_add_sort_find(void)
 {
 	struct manifest m;
@@ -163,22 +176,83 @@ static void test_build_limits(void)
 	manifest_release(&m);
 	workspace_close(&ws);
 	/* a hard link to a file elsewhere is refused, not hashed */
-	{
-		struct strbuf a = STRBUF_INIT, b = STRBUF_INIT;
-
-		strbuf_addf(&a, "%s/outside-file", top);
-		strbuf_addf(&b, "%s/hl", root);
-		put(top, "outside-file", "secret", 0644);
-		CHECK(link(a.buf, b.buf) == 0);
-		CHECK(workspace_open(&ws, root, NULL, NULL, &e) == 0);
-		CHECK(manifest_build(&ws, &m, &err) == -1);
-		CHECK_STR(err.code, "hardlink_refused");
-		workspace_close(&ws);
-		unlink(a.buf);
-		strbuf_release(&a);
-		strbuf_release(&b);
-	}
+	link_from_outside(root, "outside-file");
+	CHECK(workspace_open(&ws, root, NULL, NULL, &e) == 0);
+	CHECK(manifest_build(&ws, &m, &err) == -1);
+	CHECK_STR(err.code, "hardlink_refused");
+	workspace_close(&ws);
 	strbuf_release(&e);
+	free(root);
+}
+
+/* A workspace a command pushed past its limits: manifest_build refuses it,
+ * MANIFEST_OVER_LIMITS still lists it (so restore and diff work), up to its
+ * own ceilings, and says when it had to leave files out. */
+static void test_build_over_limits(void)
+{
+	char *root = fresh_root("over");
+	struct workspace ws;
+	struct ws_limits lim;
+	struct strbuf e = STRBUF_INIT, name = STRBUF_INIT;
+	struct manifest m, draft;
+	struct manifest_delta d;
+	struct tool_error err = { { 0 }, { 0 } };
+	int i;
+
+	for (i = 0; i < 5; i++) {
+		strbuf_reset(&name);
+		strbuf_addf(&name, "f%d", i);
+		put(root, name.buf, "0123456789", 0644);
+	}
+	ws_limits_default(&lim);
+	lim.max_files = 3;
+	lim.max_total_size = 40;
+	CHECK(workspace_open(&ws, root, &lim, NULL, &e) == 0);
+	CHECK(manifest_build(&ws, &m, &err) == -1);
+	CHECK_STR(err.code, "limit_exceeded");
+	CHECK(manifest_build_ex(&ws, MANIFEST_OVER_LIMITS, &m, &err) == 0);
+	CHECK(m.n == 5 && m.total_size == 50 && !m.incomplete);
+	/* a diff against it is exact */
+	manifest_init(&draft);
+	CHECK(manifest_add(&draft, "f0", 10, m.v[0].sha256, 0644) == 0);
+	CHECK(manifest_diff(&draft, &m, &d) == 0);
+	CHECK(d.nadded == 4 && d.nchanged == 0 && d.ndeleted == 0);
+	manifest_delta_release(&d);
+	manifest_release(&draft);
+	manifest_release(&m);
+	/* the file ceiling: MANIFEST_OVER_LIMITS_FACTOR times max_files */
+	for (i = 5; i < 30; i++) {
+		strbuf_reset(&name);
+		strbuf_addf(&name, "g%02d", i);
+		put(root, name.buf, "x", 0644);
+	}
+	lim.max_total_size = 1000;
+	workspace_close(&ws);
+	CHECK(workspace_open(&ws, root, &lim, NULL, &e) == 0);
+	CHECK(manifest_build_ex(&ws, MANIFEST_OVER_LIMITS, &m, &err) == 0);
+	CHECK(m.n == 3 * MANIFEST_OVER_LIMITS_FACTOR && m.incomplete);
+	manifest_release(&m);
+	workspace_close(&ws);
+	/* the byte ceiling: 8 times max_total_size hashed at most (75 here) */
+	lim.max_files = 100;
+	lim.max_total_size = 5;
+	CHECK(workspace_open(&ws, root, &lim, NULL, &e) == 0);
+	CHECK(manifest_build_ex(&ws, MANIFEST_OVER_LIMITS, &m, &err) == 0);
+	CHECK(m.incomplete && m.total_size <= 40 && m.n > 0);
+	manifest_release(&m);
+	workspace_close(&ws);
+	/* entries it cannot hash are left out, not fatal */
+	link_from_outside(root, "outside-file-2");
+	lim.max_total_size = 1000;
+	CHECK(workspace_open(&ws, root, &lim, NULL, &e) == 0);
+	CHECK(manifest_build(&ws, &m, &err) == -1);
+	CHECK_STR(err.code, "hardlink_refused");
+	CHECK(manifest_build_ex(&ws, MANIFEST_OVER_LIMITS, &m, &err) == 0);
+	CHECK(m.incomplete && m.n == 30 && !manifest_find(&m, "hl"));
+	manifest_release(&m);
+	workspace_close(&ws);
+	strbuf_release(&e);
+	strbuf_release(&name);
 	free(root);
 }
 
@@ -333,6 +407,7 @@ int main(void)
 	RUN(test_add_sort_find);
 	RUN(test_build);
 	RUN(test_build_limits);
+	RUN(test_build_over_limits);
 	RUN(test_json_roundtrip);
 	RUN(test_from_json_invalid);
 	RUN(test_diff);

@@ -630,6 +630,179 @@ static void test_walk(void)
 	strbuf_release(&e);
 }
 
+/* A symlink to an ignored folder leads into it: walking, writing,
+ * deleting and renaming through it are refused like the folder itself,
+ * and a refused write leaves no folder behind in there. */
+static void test_links_into_ignored_folders(void)
+{
+	struct workspace ws;
+	struct tool_error err = { { 0 }, { 0 } };
+	struct collect c = { STRBUF_INIT, 0, 0 };
+	char *p;
+	int fd;
+
+	fixture_reset();
+	mkd(ws_root, "node_modules");
+	mkd(ws_root, "node_modules/pkg");
+	put(ws_root, "node_modules/pkg/index.js", "dep");
+	mkd(ws_root, "src");
+	put(ws_root, "src/app.js", "app");
+	sym("node_modules", ws_root, "nm");
+	sym("node_modules/pkg", ws_root, "pkg_link");
+	sym("../node_modules", ws_root, "src/up_nm");
+	sym("src", ws_root, "src_link");
+	CHECK(open_ws(&ws, NULL) == 0);
+	CHECK(ws_walk(&ws, "nm", 0, collect_cb, &c, &err) == -1);
+	CHECK_STR(err.code, "is_ignored");
+	CHECK(ws_walk(&ws, "pkg_link", 0, collect_cb, &c, &err) == -1);
+	CHECK_STR(err.code, "is_ignored");
+	CHECK(ws_walk(&ws, "src/up_nm", 0, collect_cb, &c, &err) == -1);
+	CHECK_STR(err.code, "is_ignored");
+	CHECK(c.sb.len == 0);
+	/* a link to an ordinary folder is followed as before */
+	CHECK(ws_walk(&ws, "src_link", 0, collect_cb, &c, &err) == 0);
+	CHECK_STR(c.sb.buf, "src_link/app.js;");
+	CHECK(ws_write_file(&ws, "nm/evil.js", "x", 1, 0644, &err) == -1);
+	CHECK_STR(err.code, "is_ignored");
+	CHECK(ws_write_file(&ws, "pkg_link/index.js", "x", 1, 0644, &err) == -1);
+	CHECK_STR(err.code, "is_ignored");
+	CHECK(ws_write_file(&ws, "nm/new/deeper/x.js", "x", 1, 0644, &err) == -1);
+	CHECK_STR(err.code, "is_ignored");
+	CHECK(!exists_in(ws_root, "node_modules/new"));
+	CHECK(ws_delete_file(&ws, "pkg_link/index.js", &err) == -1);
+	CHECK_STR(err.code, "is_ignored");
+	CHECK(ws_rename_file(&ws, "src/app.js", "nm/app.js", 0, &err) == -1);
+	CHECK_STR(err.code, "is_ignored");
+	CHECK(ws_rename_file(&ws, "src/up_nm/pkg/index.js", "stolen.js", 0, &err) == -1);
+	CHECK_STR(err.code, "is_ignored");
+	CHECK(exists_in(ws_root, "node_modules/pkg/index.js") && exists_in(ws_root, "src/app.js"));
+	CHECK(!exists_in(ws_root, "node_modules/evil.js"));
+	/* reading stays allowed */
+	fd = ws_open(&ws, "nm/pkg/index.js", O_RDONLY, 0, &err);
+	CHECK(fd >= 0);
+	if (fd >= 0) {
+		CHECK(ws_fd_is_ignored(&ws, fd, "nm/pkg/index.js", &err) == 1);
+		close(fd);
+	}
+	fd = ws_open(&ws, "src_link/app.js", O_RDONLY, 0, &err);
+	CHECK(fd >= 0 && ws_fd_is_ignored(&ws, fd, "src_link/app.js", &err) == 0);
+	if (fd >= 0)
+		close(fd);
+	/* a file named like an ignored folder is just a file */
+	put(ws_root, "src/dist", "a file");
+	fd = ws_open(&ws, "src/dist", O_RDONLY, 0, &err);
+	CHECK(fd >= 0 && ws_fd_is_ignored(&ws, fd, "src/dist", &err) == 0);
+	if (fd >= 0)
+		close(fd);
+	p = path_in(ws_root, "node_modules");
+	CHECK(access(p, F_OK) == 0);
+	free(p);
+	workspace_close(&ws);
+	strbuf_release(&c.sb);
+}
+
+/* ws_measure sees a workspace past its limits, a folder too big to walk
+ * included; ws_walk refuses that folder, ws_walk_ex cuts it. */
+static void test_measure_and_big_folders(void)
+{
+	struct workspace ws;
+	struct ws_limits lim;
+	struct tool_error err = { { 0 }, { 0 } };
+	struct collect c = { STRBUF_INIT, 0, 0 };
+	struct strbuf why = STRBUF_INIT, name = STRBUF_INIT;
+	struct ws_usage u;
+	int cut = -1, dfd;
+	char *p;
+
+	fixture_reset();
+	put(ws_root, "a.txt", "12345");
+	mkd(ws_root, "sub");
+	put(ws_root, "sub/big.bin", "1234567890");
+	mkd(ws_root, "node_modules");
+	put(ws_root, "node_modules/huge.js", "not counted, however big");
+	ws_limits_default(&lim);
+	lim.max_files = 2;
+	lim.max_total_size = 15;
+	lim.max_file_size = 10;
+	CHECK(open_ws(&ws, &lim) == 0);
+	CHECK(ws_measure(&ws, &u, &err) == 0);
+	CHECK(u.files == 2 && u.bytes == 15 && u.largest_size == 10 && !u.cut);
+	CHECK_STR(u.largest, "sub/big.bin");
+	CHECK(!ws_usage_over_limits(&ws, &u));
+	put(ws_root, "b.txt", "12345678901");
+	CHECK(ws_measure(&ws, &u, &err) == 0);
+	CHECK(ws_usage_over_limits(&ws, &u));
+	ws_usage_describe(&ws, &u, &why);
+	CHECK_STR(why.buf, "3 files (limit 2), 26 bytes in all (limit 15), b.txt of 11 bytes "
+		  "(files are limited to 10)");
+	workspace_close(&ws);
+
+	/* one folder over WS_WALK_MAX_DIR_ENTRIES */
+	mkd(ws_root, "many");
+	p = path_in(ws_root, "many");
+	dfd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	free(p);
+	CHECK(dfd >= 0);
+	for (int i = 0; dfd >= 0 && i <= WS_WALK_MAX_DIR_ENTRIES; i++) {
+		int fd;
+
+		strbuf_reset(&name);
+		strbuf_addf(&name, "%06d", i);
+		fd = openat(dfd, name.buf, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+		CHECK(fd >= 0);
+		if (fd >= 0)
+			close(fd);
+	}
+	if (dfd >= 0)
+		close(dfd);
+	ws_limits_default(&lim);
+	CHECK(open_ws(&ws, &lim) == 0);
+	CHECK(ws_walk(&ws, "", 0, collect_cb, &c, &err) == -1);
+	CHECK_STR(err.code, "limit_exceeded");
+	c.seen = 0;
+	CHECK(ws_walk_ex(&ws, "", 0, WS_WALK_CUT_BIG_DIRS, collect_cb, &c, &cut, &err) == 0);
+	CHECK(cut == 1);
+	CHECK(c.seen == 4 + 1 + WS_WALK_MAX_DIR_ENTRIES); /* a, b, sub/, big, many/ + cut */
+	CHECK(ws_measure(&ws, &u, &err) == 0);
+	CHECK(u.cut && ws_usage_over_limits(&ws, &u));
+	strbuf_reset(&why);
+	ws_usage_describe(&ws, &u, &why);
+	CHECK(strstr(why.buf, "a folder of more than 65536 entries") != NULL);
+	workspace_close(&ws);
+	p = path_in(ws_root, "many");
+	rm_rf(p);
+	free(p);
+	strbuf_release(&c.sb);
+	strbuf_release(&why);
+	strbuf_release(&name);
+}
+
+/* WS_MODE_KEEP: the replaced file's execute bit survives, a new file is
+ * 0644; an explicit mode still sets it. */
+static void test_write_mode_keep(void)
+{
+	struct workspace ws;
+	struct tool_error err = { { 0 }, { 0 } };
+	struct stat st;
+	char *p = path_in(ws_root, "run.sh");
+
+	fixture_reset();
+	CHECK(open_ws(&ws, NULL) == 0);
+	CHECK(ws_write_file(&ws, "run.sh", "a", 1, 0755, &err) == 0);
+	CHECK(ws_write_file(&ws, "run.sh", "b", 1, WS_MODE_KEEP, &err) == 0);
+	CHECK(stat(p, &st) == 0 && (st.st_mode & 07777) == 0755);
+	CHECK(ws_write_file(&ws, "run.sh", "c", 1, 0644, &err) == 0);
+	CHECK(stat(p, &st) == 0 && (st.st_mode & 07777) == 0644);
+	CHECK(ws_write_file(&ws, "run.sh", "d", 1, WS_MODE_KEEP, &err) == 0);
+	CHECK(stat(p, &st) == 0 && (st.st_mode & 07777) == 0644);
+	free(p);
+	CHECK(ws_write_file(&ws, "fresh.sh", "e", 1, WS_MODE_KEEP, &err) == 0);
+	p = path_in(ws_root, "fresh.sh");
+	CHECK(stat(p, &st) == 0 && (st.st_mode & 07777) == 0644);
+	free(p);
+	workspace_close(&ws);
+}
+
 static void test_special_files(void)
 {
 	struct workspace ws;
@@ -809,6 +982,9 @@ int main(void)
 	RUN(test_delete);
 	RUN(test_rename);
 	RUN(test_walk);
+	RUN(test_links_into_ignored_folders);
+	RUN(test_measure_and_big_folders);
+	RUN(test_write_mode_keep);
 	RUN(test_special_files);
 	RUN(test_hardlink);
 	RUN(test_symlink_race);
