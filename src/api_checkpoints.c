@@ -142,7 +142,9 @@ static int workspace_manifest(struct rctx *c, int64_t app_id, struct manifest *m
 		strbuf_release(&err);
 		return -1;
 	}
-	rc = manifest_build(&ws, m, why);
+	/* Restore and diff must work on a workspace that a command filled
+	 * past its limits: that is when a user most needs them. */
+	rc = manifest_build_ex(&ws, MANIFEST_OVER_LIMITS, m, why);
 	workspace_close(&ws);
 	strbuf_release(&err);
 	return rc == 0 ? 1 : 0;

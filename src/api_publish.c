@@ -115,39 +115,37 @@ static int check_dependencies(struct rctx *c, const char *dir, const struct pack
 	return -1;
 }
 
-/* Runs `npm run build` in the sandbox under the command policy. */
+/* Runs `npm run build` in the sandbox under the command policy, as the
+ * policy rewrites it (npm gets --ignore-scripts: no pre/post script runs
+ * that the policy did not name). */
 static int run_build(struct rctx *c, const char *dir, struct strbuf *log_out)
 {
 	static const char *const argv[] = { "npm", "run", "build", NULL };
 	struct cmdpolicy pol;
+	struct cmdpolicy_verdict verdict;
 	struct sandbox_config sc;
 	struct sandbox_result res;
 	struct tool_error terr;
 	struct strbuf err = STRBUF_INIT;
 	volatile sig_atomic_t never = 0;
-	int64_t timeout;
-	size_t cap;
 	int ret = -1;
 
 	memset(&res, 0, sizeof(res));
+	memset(&verdict, 0, sizeof(verdict));
 	if (cmdpolicy_load(&pol, c->svc->cfg->command_policy, &err) < 0) {
 		strbuf_addf(log_out, "command policy unreadable: %s", err.buf);
 		goto out;
 	}
-	if (cmdpolicy_check(&pol, argv, 3, 0, &timeout, &cap, &terr) < 0) {
+	if (cmdpolicy_decide(&pol, argv, 3, 0, &verdict, &terr) < 0) {
 		strbuf_addf(log_out, "build refused by the command policy: %s", terr.message);
 		goto out;
 	}
 	/* the build may take longer than an ordinary request (and may have
 	 * waited for another publish first) */
-	worker_allow_more(c->svc->slot, PUBLISH_LOCK_WAIT_MS + timeout + 30000);
-	sandbox_config_default(&sc);
-	sc.run_uid = (uid_t)c->svc->cfg->sandbox_uid;
-	sc.run_gid = (gid_t)c->svc->cfg->sandbox_gid;
-	sc.mem_bytes = (uint64_t)c->svc->cfg->sandbox_mem_mb << 20;
-	sc.cpu_seconds = (uint64_t)c->svc->cfg->sandbox_cpu_s;
-	sc.max_procs = (uint64_t)c->svc->cfg->sandbox_max_procs;
-	if (sandbox_run(&sc, dir, argv, timeout, cap, &never, &res, &err) < 0) {
+	worker_allow_more(c->svc->slot, PUBLISH_LOCK_WAIT_MS + verdict.timeout_ms + 30000);
+	sandbox_config_from_config(c->svc->cfg, &sc);
+	if (sandbox_run(&sc, dir, verdict.argv, verdict.timeout_ms, verdict.output_cap, &never, &res,
+			&err) < 0) {
 		strbuf_addf(log_out, "the sandbox could not run the build: %s", err.buf);
 		goto out;
 	}
@@ -160,6 +158,7 @@ static int run_build(struct rctx *c, const char *dir, struct strbuf *log_out)
 		ret = 0;
 out:
 	sandbox_result_release(&res);
+	cmdpolicy_verdict_release(&verdict);
 	cmdpolicy_release(&pol);
 	strbuf_release(&err);
 	return ret;

@@ -348,8 +348,9 @@ static int stage_upload(struct rctx *c, int64_t app_id, const struct workspace *
 	if (replace) {
 		size_t i;
 
-		/* Files not in the upload go away: the upload is the whole draft. */
-		if (manifest_build(ws, &cur, &terr) < 0) {
+		/* Files not in the upload go away: the upload is the whole draft,
+		 * which also brings back a workspace that is past its limits. */
+		if (manifest_build_ex(ws, MANIFEST_OVER_LIMITS, &cur, &terr) < 0) {
 			ws_txn_end(txn);
 			respond_error(c, 500, terr.code, "%s", terr.message);
 			goto out;

@@ -249,9 +249,7 @@ static int cmd_doctor(struct config *cfg, struct db *db, int db_ok)
 		printf("database: UNREACHABLE (%s)\n", db->errmsg);
 		bad = 1;
 	}
-	sandbox_config_default(&sc);
-	sc.run_uid = (uid_t)cfg->sandbox_uid;
-	sc.run_gid = (gid_t)cfg->sandbox_gid;
+	sandbox_config_from_config(cfg, &sc);
 	if (sandbox_probe(&sc, &why) == 0) {
 		printf("sandbox: ok (bubblewrap works here)\n");
 	} else {
