@@ -19,10 +19,13 @@ BINS      := $(CMD_SRC:src/cmd/%.c=$(BUILD)/bin/%)
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
+# Each fuzz target linked to tests/fuzz/replay.c instead of libFuzzer: run
+# by `make test` over its saved inputs (tests/fuzz/README.md).
+REPLAY_BINS := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz-replay/%)
 
 .PHONY: all unit-bins test demo stop asan fuzz valgrind bench soak lint tidy clean
-all: $(BINS) $(UNIT_BINS)
-unit-bins: $(UNIT_BINS)
+all: $(BINS) $(UNIT_BINS) $(REPLAY_BINS)
+unit-bins: $(UNIT_BINS) $(REPLAY_BINS)
 
 Q := $(if $(V),,@)
 
@@ -45,7 +48,13 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/harness.h $(BUILD)/libkiln.a
 	@$(if $(V),:,echo "  LINK    $@")
 	$(Q)$(CC) $(KILN_CFLAGS) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libkiln.a $(LDLIBS) $(LDFLAGS)
 
-# The whole suite: unit tests, then integration tests against a private stack.
+$(BUILD)/fuzz-replay/%: tests/fuzz/%.c tests/fuzz/replay.c $(BUILD)/libkiln.a
+	@mkdir -p $(dir $@)
+	@$(if $(V),:,echo "  LINK    $@")
+	$(Q)$(CC) $(KILN_CFLAGS) $(CFLAGS) -o $@ tests/fuzz/replay.c $< $(BUILD)/libkiln.a $(LDLIBS) $(LDFLAGS)
+
+# The whole suite: unit tests and the fuzz corpus replay, then integration
+# tests against a private stack.
 test: all
 	tools/run-tests $(BUILD)
 
