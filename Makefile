@@ -102,10 +102,18 @@ lint:
 	  --inline-suppr -Iinclude -I/usr/include/json-c -D_GNU_SOURCE \
 	  --suppress=missingIncludeSystem --suppress=unknownMacro src tests/unit tests/fuzz
 
-# clang-tidy with the checks in .clang-tidy, over every source file.
-tidy:
-	clang-tidy --quiet $(LIB_SRC) $(CMD_SRC) -- -std=gnu11 -Iinclude \
+# clang-tidy with the checks in .clang-tidy, over every source file: one
+# run per file (so `make -j2 tidy` uses both cores), remembered by a stamp
+# until the file, a header or the checks change.
+TIDY_STAMPS := $(patsubst %.c,$(BUILD)/tidy/%.ok,$(LIB_SRC) $(CMD_SRC))
+tidy: $(TIDY_STAMPS)
+
+$(BUILD)/tidy/%.ok: %.c $(wildcard include/*.h) .clang-tidy Makefile
+	@mkdir -p $(dir $@)
+	@$(if $(V),:,echo "  TIDY    $<")
+	$(Q)clang-tidy --quiet $< -- -std=gnu11 -Iinclude \
 	  $(shell pkg-config --cflags $(PKGS) libmariadb) -include include/compat.h -D_GNU_SOURCE
+	@touch $@
 
 clean:
 	rm -rf build build-asan build-fuzz
