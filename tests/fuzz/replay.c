@@ -89,8 +89,8 @@ static void show_output(FILE *out)
 static void replay_one(struct tally *t, const char *path)
 {
 	FILE *out = tmpfile();
-	pid_t pid;
-	int status;
+	pid_t pid, waited = -1;
+	int status = 0;
 
 	if (!out) {
 		printf("FAIL %s %s: no temporary file: %s\n", t->target, path, strerror(errno));
@@ -101,10 +101,11 @@ static void replay_one(struct tally *t, const char *path)
 	pid = fork();
 	if (pid == 0)
 		run_child(path, t->timeout_s, fileno(out));
-	while (pid > 0 && waitpid(pid, &status, 0) < 0 && errno == EINTR)
+	while (pid > 0 && (waited = waitpid(pid, &status, 0)) < 0 && errno == EINTR)
 		;
-	if (pid < 0) {
-		printf("FAIL %s %s: cannot fork: %s\n", t->target, path, strerror(errno));
+	if (pid < 0 || waited < 0) {
+		printf("FAIL %s %s: cannot %s: %s\n", t->target, path, pid < 0 ? "fork" : "wait",
+		       strerror(errno));
 		t->failed++;
 	} else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
 		t->passed++;
