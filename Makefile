@@ -19,10 +19,13 @@ BINS      := $(CMD_SRC:src/cmd/%.c=$(BUILD)/bin/%)
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
+# Each fuzz target linked to tests/fuzz/replay.c instead of libFuzzer: run
+# by `make test` over its saved inputs (tests/fuzz/README.md).
+REPLAY_BINS := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz-replay/%)
 
 .PHONY: all unit-bins test demo stop asan fuzz valgrind bench soak lint tidy clean
-all: $(BINS) $(UNIT_BINS)
-unit-bins: $(UNIT_BINS)
+all: $(BINS) $(UNIT_BINS) $(REPLAY_BINS)
+unit-bins: $(UNIT_BINS) $(REPLAY_BINS)
 
 Q := $(if $(V),,@)
 
@@ -45,7 +48,13 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/harness.h $(BUILD)/libkiln.a
 	@$(if $(V),:,echo "  LINK    $@")
 	$(Q)$(CC) $(KILN_CFLAGS) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libkiln.a $(LDLIBS) $(LDFLAGS)
 
-# The whole suite: unit tests, then integration tests against a private stack.
+$(BUILD)/fuzz-replay/%: tests/fuzz/%.c tests/fuzz/replay.c $(BUILD)/libkiln.a
+	@mkdir -p $(dir $@)
+	@$(if $(V),:,echo "  LINK    $@")
+	$(Q)$(CC) $(KILN_CFLAGS) $(CFLAGS) -o $@ tests/fuzz/replay.c $< $(BUILD)/libkiln.a $(LDLIBS) $(LDFLAGS)
+
+# The whole suite: unit tests and the fuzz corpus replay, then integration
+# tests against a private stack.
 test: all
 	tools/run-tests $(BUILD)
 
@@ -93,10 +102,18 @@ lint:
 	  --inline-suppr -Iinclude -I/usr/include/json-c -D_GNU_SOURCE \
 	  --suppress=missingIncludeSystem --suppress=unknownMacro src tests/unit tests/fuzz
 
-# clang-tidy with the checks in .clang-tidy, over every source file.
-tidy:
-	clang-tidy --quiet $(LIB_SRC) $(CMD_SRC) -- -std=gnu11 -Iinclude \
+# clang-tidy with the checks in .clang-tidy, over every source file: one
+# run per file (so `make -j2 tidy` uses both cores), remembered by a stamp
+# until the file, a header or the checks change.
+TIDY_STAMPS := $(patsubst %.c,$(BUILD)/tidy/%.ok,$(LIB_SRC) $(CMD_SRC))
+tidy: $(TIDY_STAMPS)
+
+$(BUILD)/tidy/%.ok: %.c $(wildcard include/*.h) .clang-tidy Makefile
+	@mkdir -p $(dir $@)
+	@$(if $(V),:,echo "  TIDY    $<")
+	$(Q)clang-tidy --quiet $< -- -std=gnu11 -Iinclude \
 	  $(shell pkg-config --cflags $(PKGS) libmariadb) -include include/compat.h -D_GNU_SOURCE
+	@touch $@
 
 clean:
 	rm -rf build build-asan build-fuzz

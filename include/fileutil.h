@@ -9,6 +9,11 @@
  *                           (never follows symlinks)
  *   fd_write_all       write(2) until done, through EINTR and short writes
  *   fsync_dir
+ *
+ * Disk-full tests: with KILN_FAULT_ENOSPC=<absolute folder> in the
+ * environment, fd_write_all (and so every atomic write and every checkpoint
+ * archive) fails with ENOSPC for files under that folder, as if its
+ * filesystem were full. Unset (production), nothing changes.
  */
 #ifndef KILN_FILEUTIL_H
 #define KILN_FILEUTIL_H
@@ -17,6 +22,8 @@
 #include <sys/types.h>
 
 struct strbuf;
+
+#define FILEUTIL_FAULT_ENOSPC_ENV "KILN_FAULT_ENOSPC"
 
 /* dirfd may be AT_FDCWD. name is relative to dirfd (may contain '/').
  * Returns 0 or -errno. */

@@ -526,7 +526,7 @@ static la_ssize_t writer_cb(struct archive *a, void *ctx, const void *buf,
 
 	if (ret) {
 		w->write_errno = -ret;
-		archive_set_error(a, -ret, "write failed");
+		archive_set_error(a, -ret, "write failed: %s", strerror(-ret));
 		return -1;
 	}
 	sha256_update(&w->hash, buf, len);

@@ -137,7 +137,7 @@ int request_json_body(struct rctx *c, int allow_empty, json_object **out)
 	struct json_tokener *tok;
 	json_object *obj;
 	enum json_tokener_error jerr;
-	size_t i;
+	size_t i, end;
 
 	*out = NULL;
 	if (req->body_too_large) {
@@ -174,6 +174,16 @@ int request_json_body(struct rctx *c, int allow_empty, json_object **out)
 	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
 	obj = json_tokener_parse_ex(tok, req->body.buf, (int)req->body.len);
 	jerr = json_tokener_get_error(tok);
+	end = json_tokener_get_parse_end(tok);
+	if (jerr == json_tokener_continue) {
+		/* A number that ends the body ("5") is complete only once the
+		 * parser sees the text end: hand it the terminating NUL. */
+		obj = json_tokener_parse_ex(tok, "", 1);
+		if (json_tokener_get_error(tok) == json_tokener_success) {
+			jerr = json_tokener_success;
+			end = req->body.len;
+		}
+	}
 	if (jerr == json_tokener_continue) {
 		size_t line, col;
 
@@ -190,7 +200,7 @@ int request_json_body(struct rctx *c, int allow_empty, json_object **out)
 			      json_tokener_error_desc(jerr), line, col);
 		goto fail;
 	}
-	for (i = json_tokener_get_parse_end(tok); i < req->body.len; i++) {
+	for (i = end; i < req->body.len; i++) {
 		if (!json_space(req->body.buf[i])) {
 			size_t line, col;
 
@@ -269,11 +279,13 @@ int body_int(struct rctx *c, json_object *obj, const char *field, int flags,
 		respond_field_error(c, field, "field '%s' must be an integer", field);
 		return -1;
 	}
+	/* json-c saturates what int64 cannot hold: an extreme is an overflow */
 	errno = 0;
 	n = json_object_get_int64(v);
-	if (errno || n < min || n > max) {
+	if (errno || n == INT64_MAX || n == INT64_MIN || n < min || n > max) {
 		respond_field_error(c, field, "field '%s' must be from %lld to %lld", field,
-				    (long long)min, (long long)max);
+				    (long long)(min == INT64_MIN ? min + 1 : min),
+				    (long long)(max == INT64_MAX ? max - 1 : max));
 		return -1;
 	}
 	*out = n;

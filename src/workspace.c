@@ -26,6 +26,10 @@
 #define WS_MAX_EXTRA_IGNORED 64
 /* How much of a path an error message quotes. */
 #define WS_ERR_PATH_MAX 200
+/* replace_atomically's temp files. A process killed mid-write leaves one
+ * behind; the name is reserved, so walks (and so manifests and revisions)
+ * never see it and no tool or upload can make one. */
+#define WS_TEMP_PREFIX ".kiln-tmp-"
 
 static const char *const builtin_ignored[] = { "node_modules", "dist", ".git" };
 
@@ -146,6 +150,8 @@ static const char *name_problem(const char *name, size_t len, size_t max_name)
 		return "path is not valid UTF-8";
 	if (has_forbidden_codepoint(name, len))
 		return "path contains control or bidirectional-override characters";
+	if (len >= sizeof(WS_TEMP_PREFIX) - 1 && !memcmp(name, WS_TEMP_PREFIX, sizeof(WS_TEMP_PREFIX) - 1))
+		return "names starting with '" WS_TEMP_PREFIX "' are reserved for Kiln's temporary files";
 	return NULL;
 }
 
@@ -782,7 +788,7 @@ static int replace_atomically(int dirfd, const char *base, const void *data,
 	if (random_bytes(rnd, sizeof(rnd)) < 0)
 		return -EIO;
 	hex_encode(rnd, sizeof(rnd), hex);
-	snprintf(tmp, sizeof(tmp), ".kiln-tmp-%s", hex);
+	snprintf(tmp, sizeof(tmp), WS_TEMP_PREFIX "%s", hex);
 	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
 		    mode);
 	if (fd < 0)

@@ -30,7 +30,10 @@ static unsigned runs;
 
 static void join(char *out, size_t n, const char *a, const char *b)
 {
-	snprintf(out, n, "%s/%s", a, b);
+	int len = snprintf(out, n, "%s/%s", a, b);
+
+	if (len < 0 || (size_t)len >= n)
+		abort(); /* a scratch path too long for its buffer: the setup is broken */
 }
 
 static void put(const char *dir, const char *name, const char *s)

@@ -1,14 +1,21 @@
 """Faults that take under a minute each: runners killed at random moments,
-MariaDB restarted mid-run, a stream process killed mid-stream. The long
-versions live in tools/soak."""
+MariaDB restarted mid-run, a stream process killed mid-stream, the
+checkpoint disk full. The long versions live in tools/soak."""
 
+import errno
+import hashlib
 import os
 import random
+import re
+import shutil
 import signal
+import socket
 import subprocess
+import tempfile
 import time
+import urllib.parse
 
-from kiln_test import ENV, eventually, new_app, new_org, request, stack
+from kiln_test import ENV, eventually, expect_error, kilnctl, load_env, new_app, new_org, request, stack
 
 TERMINAL = ("completed", "failed", "cancelled")
 
@@ -45,6 +52,85 @@ def assert_run_log_sound(token, app_id, run_id):
     return run
 
 
+# ---------------------------------------------------------------- workspaces
+
+IGNORED_DIRS = ("node_modules", "dist", ".git")  # never in a manifest (workspace.c)
+TEMP_FILE = re.compile(r"(^|/)\.kiln-tmp-[0-9a-f]+$")  # a workspace write cut short
+
+
+def workspace_manifest(app_id, state_dir=None):
+    """{path: (size, sha256)} of the app's draft workspace on disk, as Kiln
+    sees it: without ignored folders and leftover temp files."""
+    root = os.path.join(state_dir or ENV["KILN_STATE"], "workspaces", str(app_id))
+    out = {}
+    for d, dirs, files in os.walk(root):
+        dirs[:] = [x for x in dirs if x not in IGNORED_DIRS]
+        for name in files:
+            p = os.path.join(d, name)
+            if TEMP_FILE.search(name):
+                continue
+            with open(p, "rb") as f:
+                data = f.read()
+            out[os.path.relpath(p, root)] = (len(data), hashlib.sha256(data).hexdigest())
+    return out
+
+
+def manifest_of(token, app_id, kind, object_id):
+    """{path: (size, sha256)} of a revision or checkpoint, from the API."""
+    if kind == "revisions":
+        path = "/admin/apps/%d/revisions/%d" % (app_id, object_id)
+    else:
+        path = "/admin/apps/%d/coding-agent/checkpoints/%d" % (app_id, object_id)
+    r = request("GET", path, token=token)
+    assert r.status == 200, r
+    return {f["path"]: (f["size"], f["sha256"]) for f in r.json()["files"]}
+
+
+def draft_manifest(token, app_id):
+    draft = request("GET", "/admin/apps/%d" % app_id, token=token).json()["draft_revision_id"]
+    return manifest_of(token, app_id, "revisions", draft) if draft else {}
+
+
+def differing_paths(a, b):
+    return {p for p in set(a) | set(b) if a.get(p) != b.get(p)}
+
+
+def touched_paths(evs):
+    """Paths a run's file tools named (the soak's commands write nothing)."""
+    out = set()
+    for e in evs:
+        if e["type"] == "tool.started":
+            args = e["payload"].get("arguments") or {}
+            out |= {args[k] for k in ("path", "from", "to") if isinstance(args.get(k), str)}
+        elif e["type"] == "run.failed":
+            out |= set(e["payload"].get("changed_files") or [])
+    return out
+
+
+def workspace_problems(token, app_id, runs, state_dir=None):
+    """What is wrong with an app's workspace once all its runs (oldest first)
+    ended: [] when it is the draft revision exactly, or, after runs that
+    stopped part way, the draft but for files those runs wrote. A restore
+    (a rollback) swaps the whole tree, so a half-restored workspace shows as
+    files of neither tree. A leftover temp file of a write cut short may stay
+    on disk, but must never be part of a revision."""
+    disk = workspace_manifest(app_id, state_dir)
+    draft = draft_manifest(token, app_id)
+    problems = ["temp file of a cut-short write recorded in the draft revision: %s" % p
+                for p in sorted(draft) if TEMP_FILE.search(p)]
+    allowed = set()
+    for run_id in reversed(runs):
+        evs = events(token, app_id, run_id)
+        last = evs[-1] if evs else {"type": "?", "payload": {}}
+        if last["type"] == "run.completed" or last["payload"].get("rolled_back"):
+            break  # the workspace was recorded (or put back) whole here
+        allowed |= touched_paths(evs)
+    stray = differing_paths(disk, draft) - allowed
+    if stray:
+        problems.append("app %d: workspace differs from draft revision at %s" % (app_id, sorted(stray)[:10]))
+    return problems
+
+
 def wait_terminal(token, app_id, run_id, timeout=90):
     return eventually(lambda: request("GET", "/admin/apps/%d/coding-agent/runs/%d" % (app_id, run_id),
                                       token=token).json()["status"] in TERMINAL,
@@ -73,6 +159,32 @@ def test_runners_killed_at_random_moments_lose_nothing():
     out = subprocess.run([os.path.join(ENV["KILN_BUILD"], "bin", "kilnctl"), "--config", ENV["KILN_CONFIG"],
                           "checkpoint", "verify"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
+    problems = [p for app_id, run_id in runs for p in workspace_problems(token, app_id, [run_id])]
+    assert not problems, problems
+
+
+def test_temp_file_of_a_cut_short_write_never_reaches_a_revision():
+    # What a runner killed inside a workspace write leaves behind (the soak
+    # found such a file recorded in a revision): the name is reserved.
+    _, token = new_org()
+    app = new_app(token, {"index.html": "<h1>t</h1>"})
+    aid = app["id"]
+    ws = os.path.join(ENV["KILN_STATE"], "workspaces", str(aid))
+    os.makedirs(os.path.join(ws, "css"), exist_ok=True)
+    for leftover in (".kiln-tmp-0123456789abcdef", "css/.kiln-tmp-fedcba9876543210"):
+        with open(os.path.join(ws, leftover), "w") as f:
+            f.write("half a file")
+    r = request("POST", "/admin/apps/%d/revisions" % aid, {"files": {"css/a.css": "a {}"}, "replace": False},
+                token=token)
+    assert r.status == 201, r
+    assert sorted(f["path"] for f in r.json()["files"]) == ["css/a.css", "index.html"], r.json()["files"]
+    run_id = start_run(token, aid, "[script:echo-tools] go")
+    wait_terminal(token, aid, run_id)
+    assert_run_log_sound(token, aid, run_id)
+    assert not workspace_problems(token, aid, [run_id])
+    err = expect_error(request("POST", "/admin/apps/%d/revisions" % aid,
+                               {"files": {".kiln-tmp-1": "x"}, "replace": False}, token=token), 422)
+    assert err["field"] == "files" and "reserved" in err["message"], err
 
 
 def test_mariadb_restarted_mid_run():
@@ -155,3 +267,175 @@ def test_cancel_of_a_run_whose_runner_is_gone_ends_it_at_once():
     time.sleep(1.0)  # a runner back on duty must not pick it up again
     run = assert_run_log_sound(token, app["id"], run_id)
     assert run["status"] == "cancelled" and run["error"]["code"] == "cancelled", run
+
+
+# ---------------------------------------------------------------- disk full
+
+SANITIZER_REPORT = re.compile(r"ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:")
+
+
+class PrivateStack:
+    """A stack of its own in a fresh folder whose checkpoints/ is a small
+    tmpfs where the machine lets us mount one; elsewhere (or with
+    KILN_TEST_DISKFULL_INJECT=1) its disk is filled by the ENOSPC injection
+    of src/fileutil.c instead. While it runs, kiln_test's ENV points at it."""
+
+    def __init__(self, tmpfs_mib=8):
+        self.dir = tempfile.mkdtemp(prefix="kiln-diskfull.")
+        os.chmod(self.dir, 0o755)
+        self.store = os.path.join(self.dir, "checkpoints")
+        os.mkdir(self.store)
+        self.mounted = False
+        if os.environ.get("KILN_TEST_DISKFULL_INJECT") != "1":
+            self.mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%dm" % tmpfs_mib, "tmpfs", self.store],
+                                          capture_output=True).returncode == 0
+        self.filler = os.path.join(self.store, "filler")  # not an archive name: the store ignores it
+        self.saved_env = dict(ENV)
+        self.tool = os.path.join(ENV["ROOT"], "tools", "stack")
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.port = s.getsockname()[1]
+        s.close()
+
+    def __enter__(self):
+        self._start({})
+        return self
+
+    def _start(self, extra_env):
+        env = dict(os.environ, **extra_env)
+        subprocess.run([self.tool, "start", self.dir, "--port", str(self.port), "--build", self.saved_env["KILN_BUILD"],
+                        "--runners", "1"], check=True, env=env, capture_output=True, timeout=120)
+        load_env(os.path.join(self.dir, "stack.env"))
+        eventually(lambda: request("GET", "/admin/health").status == 200, timeout=30, what="the private stack")
+
+    def _restart_services(self, extra_env):
+        """kiln-api and the runner again, with extra_env in their environment."""
+        subprocess.run([self.tool, "kill-runner", self.dir], check=True, capture_output=True)
+        pidfile = os.path.join(self.dir, "run", "kiln-api.pid")
+        pid = int(open(pidfile).read())
+        os.kill(pid, signal.SIGTERM)
+        eventually(lambda: not os.path.exists("/proc/%d" % pid) or
+                   open("/proc/%d/stat" % pid).read().split(")")[-1].split()[0] == "Z",
+                   timeout=30, what="kiln-api to stop")
+        os.unlink(pidfile)
+        self._start(extra_env)
+
+    def fill(self):
+        """The checkpoint disk from now on has no room left."""
+        if not self.mounted:
+            self._restart_services({"KILN_FAULT_ENOSPC": self.store})
+            return
+        fd = os.open(self.filler, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            for chunk in (1 << 16, 1 << 12, 1):
+                try:
+                    while True:
+                        os.write(fd, b"\0" * chunk)
+                except OSError as e:
+                    assert e.errno == errno.ENOSPC, e
+        finally:
+            os.close(fd)
+
+    def free(self):
+        if not self.mounted:
+            self._restart_services({})
+        else:
+            os.unlink(self.filler)
+
+    def archives(self):
+        """{name: sha256 of the bytes} of every archive in the store."""
+        out = {}
+        for d, dirs, files in os.walk(self.store):
+            dirs[:] = [x for x in dirs if x != "tmp"]
+            for name in files:
+                p = os.path.join(d, name)
+                if p != self.filler and not name.startswith("."):
+                    with open(p, "rb") as f:
+                        out[os.path.relpath(p, self.store)] = hashlib.sha256(f.read()).hexdigest()
+        return out
+
+    def sanitizer_reports(self):
+        logs = os.path.join(self.dir, "log")
+        return [n for n in os.listdir(logs)
+                if SANITIZER_REPORT.search(open(os.path.join(logs, n), errors="replace").read())]
+
+    def __exit__(self, *exc):
+        try:
+            subprocess.run([self.tool, "stop", self.dir], capture_output=True, timeout=120)
+        finally:
+            ENV.clear()
+            ENV.update(self.saved_env)
+            if self.mounted:
+                subprocess.run(["umount", "-l", self.store], capture_output=True)
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _verify_store():
+    out = kilnctl("checkpoint", "verify", check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def app_with_two_uploads(token):
+    """A new app whose draft is its second upload (two manual checkpoints)."""
+    aid = new_app(token, {"index.html": "<h1>one</h1>", "style.css": "h1 { color: red }"})["id"]
+    r = request("POST", "/admin/apps/%d/revisions" % aid,
+                {"files": {"index.html": "<h1>two</h1>", "app.js": "console.log(2)"}}, token=token)
+    assert r.status == 201, r
+    return aid
+
+
+def test_full_checkpoint_disk_fails_cleanly_and_damages_nothing():
+    with PrivateStack() as st:
+        _, token = new_org()
+        aid = app_with_two_uploads(token)
+        ckpts = request("GET", "/admin/apps/%d/coding-agent/checkpoints" % aid, token=token).json()["items"]
+        assert len(ckpts) == 2, ckpts
+        stored = {c["id"]: manifest_of(token, aid, "checkpoints", c["id"]) for c in ckpts}
+        draft = request("GET", "/admin/apps/%d" % aid, token=token).json()["draft_revision_id"]
+        archives = st.archives()
+        rows = _sql_counts(st)
+
+        st.fill()
+        # a run's checkpoint at its end cannot be written: the run fails
+        # with a code that says so, its log complete, no revision recorded
+        run_id = start_run(token, aid, "[script:default] build it")
+        wait_terminal(token, aid, run_id, timeout=120)
+        run = assert_run_log_sound(token, aid, run_id)
+        assert run["status"] == "failed" and run["error"]["code"] == "checkpoint_failed", run
+        failed = events(token, aid, run_id)[-1]["payload"]
+        assert failed["changed_files"], failed  # the run's work is still in the workspace
+        # an upload cannot be recorded either: a JSON error, nothing stored
+        r = request("POST", "/admin/apps/%d/revisions" % aid, {"files": {"index.html": "<h1>three</h1>"}}, token=token)
+        assert r.status >= 500, r
+        expect_error(r, r.status, "snapshot_failed")
+        assert request("GET", "/admin/apps/%d" % aid, token=token).json()["draft_revision_id"] == draft
+        assert _sql_counts(st) == rows
+        assert st.archives() == archives, "an archive stored before changed"
+        assert not os.listdir(os.path.join(st.store, "tmp")), "a failed write left a temp file"
+        _verify_store()
+        for cid, files in stored.items():  # still readable while the disk is full
+            for path, (size, sha) in files.items():
+                r = request("GET", "/admin/apps/%d/coding-agent/checkpoints/%d/files/%s"
+                            % (aid, cid, urllib.parse.quote(path)), token=token)
+                assert r.status == 200 and hashlib.sha256(r.body).hexdigest() == sha, (cid, path, r)
+
+        st.free()
+        # the old checkpoints restore whole, and work goes on
+        for cid in sorted(stored):
+            r = request("POST", "/admin/apps/%d/coding-agent/checkpoints/%d/restore" % (aid, cid), {}, token=token)
+            assert r.status == 200, r
+            assert workspace_manifest(aid, st.dir) == stored[cid], "restore of checkpoint %d" % cid
+        run_id = start_run(token, aid, "[script:default] build it again")
+        wait_terminal(token, aid, run_id, timeout=120)
+        assert assert_run_log_sound(token, aid, run_id)["status"] == "completed"
+        assert not workspace_problems(token, aid, [run_id], st.dir)
+        _verify_store()
+        assert not st.sanitizer_reports(), st.sanitizer_reports()
+        print("     disk full by %s" % ("a %s tmpfs" % "8 MiB" if st.mounted else "injected ENOSPC"))
+
+
+def _sql_counts(st):
+    sock = os.path.join(st.dir, "run", "mysql.sock")
+    return subprocess.run(["mariadb", "--no-defaults", "-S", sock, "-u", "root", "-N", "kiln", "-e",
+                           "SELECT (SELECT COUNT(*) FROM app_revisions), (SELECT COUNT(*) FROM checkpoints)"],
+                          capture_output=True, text=True, check=True).stdout

@@ -3,8 +3,10 @@
  * checkpoint fails cleanly (an error, no partial archive), and every
  * checkpoint stored before still verifies and restores.
  *
- * Needs a small filesystem of its own: a 2 MiB tmpfs mounted for the test
- * (root only). Where mounting is not allowed the test says so and skips.
+ * Twice where the machine allows it: on a small filesystem of its own (a
+ * 2 MiB tmpfs mounted for the test, root only), and with the store's disk
+ * made to look full by the ENOSPC injection of fileutil.h. Where mounting is
+ * not allowed the injected run is the only one, and says so.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -25,7 +27,11 @@
 #include "workspace.h"
 
 static char root[64];
-static char mnt[128], ws_small[128], ws_big[128];
+static char mnt[128], unmounted[128], ws_small[128], ws_big[128];
+/* Where the store's folder is made, and whether its disk is made to look
+ * full (KILN_FAULT_ENOSPC) rather than really filled. */
+static const char *store_parent;
+static int inject_enospc;
 
 static int open_in(void *ctx, const char *path)
 {
@@ -70,7 +76,7 @@ static int snapshot(struct ckpt_store *st, const char *dir, struct ckpt_info *in
 	return rc;
 }
 
-static void test_full_disk_fails_cleanly(void)
+static void full_disk_fails_cleanly(void)
 {
 	struct strbuf err = STRBUF_INIT, store = STRBUF_INIT, staging = STRBUF_INIT;
 	struct ckpt_store st;
@@ -78,14 +84,17 @@ static void test_full_disk_fails_cleanly(void)
 	struct ckpt_list list;
 	int rc;
 
-	strbuf_addf(&store, "%s/checkpoints", mnt);
+	strbuf_addf(&store, "%s/checkpoints", store_parent);
 	CHECK(ckpt_store_open(&st, store.buf, NULL, &err) == 0);
 	make_tree(ws_small, 8, 16 * 1024);
 	make_tree(ws_big, 40, 96 * 1024); /* ~3.8 MB of random bytes: cannot fit */
 	CHECK(snapshot(&st, ws_small, &small, &err) == 0);
 	strbuf_reset(&err);
+	if (inject_enospc)
+		setenv(FILEUTIL_FAULT_ENOSPC_ENV, store.buf, 1);
 	rc = snapshot(&st, ws_big, &big, &err);
-	CHECK(rc < 0);
+	unsetenv(FILEUTIL_FAULT_ENOSPC_ENV);
+	CHECK(rc == -ENOSPC);
 	if (rc < 0)
 		printf("  full disk answered: %s\n", err.buf);
 	/* only the first archive is in the store; nothing half-written counts */
@@ -103,9 +112,28 @@ static void test_full_disk_fails_cleanly(void)
 	/* reopening clears what the failed writer left in tmp/ */
 	CHECK(ckpt_store_open(&st, store.buf, NULL, &err) == 0);
 	ckpt_store_close(&st);
+	/* the other variant starts from nothing */
+	rm_rf(store.buf);
+	rm_rf(staging.buf);
+	rm_rf(ws_small);
+	rm_rf(ws_big);
 	strbuf_release(&err);
 	strbuf_release(&store);
 	strbuf_release(&staging);
+}
+
+static void test_full_tmpfs_fails_cleanly(void)
+{
+	store_parent = mnt;
+	inject_enospc = 0;
+	full_disk_fails_cleanly();
+}
+
+static void test_injected_enospc_fails_cleanly(void)
+{
+	store_parent = unmounted;
+	inject_enospc = 1;
+	full_disk_fails_cleanly();
 }
 
 int main(void)
@@ -120,14 +148,17 @@ int main(void)
 	snprintf(mnt, sizeof(mnt), "%s/small", root);
 	snprintf(ws_small, sizeof(ws_small), "%s/ws-small", root);
 	snprintf(ws_big, sizeof(ws_big), "%s/ws-big", root);
+	snprintf(unmounted, sizeof(unmounted), "%s/unmounted", root);
 	mkdir(mnt, 0755);
+	mkdir(unmounted, 0755);
 	if (mount("tmpfs", mnt, "tmpfs", 0, "size=2m") < 0) {
-		printf("SKIP test_full_disk_fails_cleanly: cannot mount a small tmpfs here (%s)\n",
+		printf("no small tmpfs here (%s): the full disk is an injected ENOSPC only\n",
 		       strerror(errno));
 	} else {
-		RUN(test_full_disk_fails_cleanly);
+		RUN(test_full_tmpfs_fails_cleanly);
 		umount2(mnt, MNT_DETACH);
 	}
+	RUN(test_injected_enospc_fails_cleanly);
 	rm_rf(root);
 	return harness_done("diskfull");
 }
