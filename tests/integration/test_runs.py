@@ -1092,29 +1092,33 @@ def test_finish_reason_length_and_content_filter_end_the_run():
         assert wait_run(token, app["id"], nxt["id"])["status"] == "completed", script
 
 
-def _live_runner_ids():
-    pids = set(runner_pids())
-    with open(os.path.join(ENV["KILN_STATE"], "log", "kiln-runner.log"), errors="replace") as f:
-        ids = re.findall(r"runner (\S+?:(\d+):[0-9a-f]+) ready", f.read())
-    return [rid for rid, pid in ids if int(pid) in pids]
-
-
 def test_a_run_held_by_a_live_runner_without_a_child_is_resumed():
     token = org()
+    busy = new_app(token)
+    # a runner with a child: it renews leases for as long as the command runs
+    other = start_run(token, busy["id"], "[script:command-sleep] wait %s" % unique("n"))
+    s = Stream(token, busy["id"], other["id"])
+    _wait_for_tool(s, "run_command")
+    s.close()
+    owner = sql("SELECT lease_owner FROM agent_runs WHERE id = %d" % other["id"])[0][0]
     app = new_app(token)
-    owner = _live_runner_ids()[0]
     text = "[script:no-change] hi %s" % unique("n")
-    # A run under a live runner's name that no child of it drives (a fork
+    # A run under that runner's name that no child of it drives (a fork
     # that failed, a child lost track of): its lease must lapse.
     sql("INSERT INTO agent_runs (app_id, org_id, input, request_sha256, status, attempt, lease_owner, "
         "lease_expires_at, started_at) SELECT id, org_id, '%s', REPEAT('0', 64), 'running', 1, '%s', "
-        "NOW(3) + INTERVAL 2 SECOND, NOW(3) FROM apps WHERE id = %d" % (text, owner, app["id"]))
+        "NOW(3) + INTERVAL 3 SECOND, NOW(3) FROM apps WHERE id = %d" % (text, owner, app["id"]))
     run_id = int(sql("SELECT id FROM agent_runs WHERE app_id = %d" % app["id"])[0][0])
     sql("INSERT INTO agent_run_events (run_id, seq, type, payload) VALUES (%d, 1, 'run.accepted', "
         "'{\"attempt\":1}')" % run_id)
     lease = float(os.environ.get("KILN_RUNNER_LEASE_S", "4"))
-    final = wait_run(token, app["id"], run_id, timeout=lease * 3 + 10)
-    assert final["status"] == "completed" and final["attempt"] == 2, final
+    try:
+        final = wait_run(token, app["id"], run_id, timeout=lease + 8)
+        assert final["status"] == "completed" and final["attempt"] == 2, final
+        assert get_run(token, busy["id"], other["id"])["status"] == "running"
+    finally:
+        cancel(token, busy["id"], other["id"])
+    wait_run(token, busy["id"], other["id"])
 
 
 class _AppLock:
