@@ -8,16 +8,23 @@
  *
  *   app_lock / app_unlock      per-app file lock: one writer of a workspace
  *                              at a time (runner, restore, upload, revert)
+ *   app_lock_wait              the same, waiting: cancellable and bounded
  *   app_workspace_open         the workspace with the configured limits
+ *   app_ckpt_store_open        the checkpoint store with limits that fit
+ *                              every workspace the ws_* limits allow
  *   app_snapshot               workspace -> archive -> revision + checkpoint
  *   app_workspace_restore      the workspace becomes a checkpoint's files,
  *                              atomically (extract beside it, then swap)
+ *   app_changed_files          paths where the workspace differs from a
+ *                              revision
  *   ckpt_row_load / ckpt_row_json
  *   revision_manifest          a revision's manifest (from its row)
+ *   revision_delta             a revision's paths against its parent's
  */
 #ifndef KILN_APPSTATE_H
 #define KILN_APPSTATE_H
 
+#include <signal.h>
 #include <stdint.h>
 
 #include <json.h>
@@ -31,12 +38,24 @@ struct db_result;
 struct ckpt_store;
 struct strbuf;
 
+struct ckpt_limits;
+
 /* Returns a lock fd, or -1 (EWOULDBLOCK when !wait and someone holds it). */
 int app_lock(const struct config *cfg, int64_t app_id, int wait);
+/* Waits for the lock up to timeout_ms (-1: no bound), giving up as soon as
+ * *cancel is set (cancel may be NULL): the fd, or -1 with errno ECANCELED,
+ * ETIMEDOUT or the open/flock error. */
+int app_lock_wait(const struct config *cfg, int64_t app_id, const volatile sig_atomic_t *cancel,
+		  int64_t timeout_ms);
 void app_unlock(int fd);
 int app_workspace_open(const struct config *cfg, int64_t app_id, struct workspace *ws,
 		       struct strbuf *err);
 void ws_limits_from_config(const struct config *cfg, struct ws_limits *lim);
+/* The checkpoint defaults raised to ws_max_files / ws_max_file_bytes /
+ * ws_max_total_bytes where those are larger. */
+void ckpt_limits_from_config(const struct config *cfg, struct ckpt_limits *lim);
+/* <state>/checkpoints with ckpt_limits_from_config. */
+int app_ckpt_store_open(const struct config *cfg, struct ckpt_store *st, struct strbuf *err);
 
 struct snapshot_req {
 	int64_t app_id;
@@ -65,10 +84,19 @@ void snapshot_result_release(struct snapshot_result *r);
 struct ckpt_row;
 /* Caller holds the app lock. Removes staging folders that interrupted
  * restores left, extracts ck beside the workspace and swaps it in: a crash
- * leaves the old or the new tree, never a mix. Open struct workspace
+ * leaves the old or the new tree, never a mix. ck NULL swaps in an empty
+ * tree (the state of an app before its first file). Open struct workspace
  * handles of the app point at the old tree afterwards: reopen them. */
 int app_workspace_restore(const struct config *cfg, struct ckpt_store *st, int64_t app_id,
 			  const struct ckpt_row *ck, struct strbuf *err);
+
+/* The paths (added, then changed, then deleted, each sorted) where the
+ * workspace differs from revision base_rev_id (0: no revision, so every
+ * file). ws NULL opens the app's workspace. 0 with *out an owned array, or
+ * -1 with err set. The caller should hold the app lock for a listing no
+ * writer changes under it. */
+int app_changed_files(struct db *db, const struct config *cfg, int64_t app_id, int64_t base_rev_id,
+		      const struct workspace *ws, json_object **out, struct strbuf *err);
 
 struct ckpt_row {
 	int64_t id, app_id, run_id, revision_id;
@@ -93,6 +121,10 @@ json_object *ckpt_row_json(const struct ckpt_row *row);
 /* 1 found (manifest filled), 0 not found, -1 db or parse error. */
 int revision_manifest(struct db *db, int64_t app_id, int64_t rev_id, struct manifest *m,
 		      int64_t *checkpoint_id);
+/* out's added / changed_paths / deleted become revision rev_id's paths
+ * against revision parent_id (0: none). 0, or -1 (out unchanged). */
+int revision_delta(struct db *db, int64_t app_id, int64_t rev_id, int64_t parent_id,
+		   struct snapshot_result *out);
 json_object *paths_json(const char *const *paths, size_t n);
 
 #endif

@@ -46,6 +46,7 @@ struct config {
 	int64_t stream_max_per_process;
 	int64_t stream_poll_ms;
 	int64_t stream_keepalive_s;
+	int64_t stream_channel_max_events;
 	int64_t max_body_bytes;
 	char *db_host;
 	int64_t db_port;
@@ -61,6 +62,8 @@ struct config {
 	int64_t model_idle_timeout_ms;
 	int64_t model_max_retries;
 	int64_t model_retry_base_ms;
+	int64_t model_retry_budget_ms;
+	int64_t model_total_timeout_ms;
 	char *agent_profile;
 	char *command_policy;
 	int64_t runner_max_concurrent;

@@ -10,7 +10,8 @@
  *   event_append         its own transaction; optionally only while the
  *                        caller still holds the run's lease
  *   event_append_with    the same, with the caller's own writes in the
- *                        transaction (a terminal status and its event)
+ *                        transaction (a terminal status and its event, a
+ *                        tool result and its tool.completed)
  *   event_envelope       {type, run_id, app_id, seq, ts, payload} JSON text
  *   event_is_terminal
  */
@@ -25,6 +26,10 @@ struct db;
 struct strbuf;
 
 #define EVENT_LEASE_LOST (-2)
+/* The connection broke during COMMIT: the write may or may not be in.
+ * The caller must not redo it; it ends its attempt and the run resumes from
+ * what the database holds. */
+#define EVENT_UNCERTAIN (-3)
 
 /* Returns the new seq, or -1 on a database error. */
 int64_t event_append_locked(struct db *db, int64_t run_id, const char *type,
@@ -34,7 +39,11 @@ int64_t event_append_locked(struct db *db, int64_t run_id, const char *type,
 int64_t event_append(struct db *db, int64_t run_id, const char *lease_owner,
 		     const char *type, json_object *payload);
 /* The same, running extra(db, ctx) inside the transaction first (after the
- * lease check), so a state change and its event commit together. */
+ * lease check), so a state change and its event commit together. A failure
+ * before COMMIT is redone: deadlocks a few times, a lost connection for up
+ * to 15 s while the database comes back (the server undid the transaction).
+ * A lost connection during COMMIT is EVENT_UNCERTAIN, never redone.
+ * type NULL writes extra's rows alone (under the lease check) and gives 0. */
 int64_t event_append_with(struct db *db, int64_t run_id, const char *lease_owner,
 			  int (*extra)(struct db *db, void *ctx), void *ctx,
 			  const char *type, json_object *payload);

@@ -29,7 +29,9 @@ struct model_config {
 	const char *api_key;   /* may be NULL or empty: no Authorization */
 	const char *model;     /* replaces any "model" in the request */
 	long connect_timeout_ms;  /* 5000 */
-	long idle_timeout_ms;     /* 60000: no byte for this long = stall */
+	long idle_timeout_ms;     /* 60000: no byte for this long = stall (after
+				     finish_reason, at most 2000: the rest is only
+				     the usage) */
 	long total_timeout_ms;    /* 600000: the whole call, retries included */
 	int max_retries;          /* 4: attempts <= max_retries + 1 */
 	long retry_base_ms;       /* 500 */
@@ -41,7 +43,7 @@ struct model_config {
 void model_config_defaults(struct model_config *cfg);
 
 #define MODEL_MAX_TOOL_CALLS 64
-#define MODEL_MAX_TOOL_CALL_ID 256
+#define MODEL_MAX_TOOL_CALL_ID 128 /* the width of agent_messages.tool_call_id */
 #define MODEL_MAX_TOOL_NAME 128
 
 struct model_tool_call {
@@ -115,6 +117,7 @@ struct model_stream {
 	size_t max_bytes, fed_bytes;
 	size_t calls_alloc;
 	int done;      /* "[DONE]" seen: later bytes are ignored */
+	int usage_after_finish; /* the usage came with or after finish_reason */
 	int delivered; /* some text reached on_delta */
 };
 
@@ -122,6 +125,10 @@ void model_stream_init(struct model_stream *s, struct model_response *out,
 		       const struct model_callbacks *cb, size_t max_bytes);
 /* 0, or -1 with s->err set: the stream is then dead and later feeds fail. */
 int model_stream_feed(struct model_stream *s, const char *data, size_t len);
+/* True once nothing more is expected: "[DONE]", or a usage chunk with or
+ * after finish_reason (providers that send no [DONE] and keep the
+ * connection open are not waited for). */
+int model_stream_complete(const struct model_stream *s);
 /* At the end of the bytes: 0 when the response is complete ("[DONE]" or a
  * finish_reason seen, every tool call named), else -1 with s->err set. */
 int model_stream_finish(struct model_stream *s);

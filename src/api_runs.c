@@ -3,9 +3,11 @@
 #include <string.h>
 
 #include "api.h"
+#include "appstate.h"
 #include "apps.h"
 #include "events.h"
 #include "handlers.h"
+#include "log.h"
 #include "runs.h"
 #include "sha256.h"
 #include "strbuf.h"
@@ -168,25 +170,62 @@ void h_run_get(struct rctx *c)
 	db_result_free(&r);
 }
 
+/* The files an orphaned run changed, for its run.failed. The app lock
+ * keeps a runner that resumes it meanwhile out of the workspace; when a
+ * runner already has the lock, it holds the run too and ends it itself
+ * (*busy). An unreadable workspace lists nothing (logged). */
+static json_object *orphan_changed_files(struct rctx *c, int64_t app_id, int64_t run_id,
+					 int *lock, int *busy)
+{
+	struct strbuf err = STRBUF_INIT;
+	struct db_result r;
+	json_object *changed = NULL;
+
+	*busy = 0;
+	*lock = app_lock(c->svc->cfg, app_id, 0);
+	if (*lock < 0) {
+		*busy = 1;
+		return NULL;
+	}
+	if (db_query(&c->svc->db, &r, "SELECT base_revision_id FROM agent_runs WHERE id = ?", "i", run_id) == 0) {
+		if (app_changed_files(&c->svc->db, c->svc->cfg, app_id, db_int(&r, 0, 0), NULL, &changed, &err) < 0)
+			log_warn("run %lld: cannot list the files it changed: %s", (long long)run_id, err.buf);
+		db_result_free(&r);
+	}
+	strbuf_release(&err);
+	return changed ? changed : json_object_new_array();
+}
+
 /* Ends a cancelled run that no runner holds, here and now: a queued run,
  * or a running one whose runner is gone (lapsed lease) when nothing needs
  * undoing (a rollback is left to the runner that resumes it). 0 also when
  * a runner holds it (it ends the run itself), -1 on a database error. */
-static int end_unheld_run(struct rctx *c, int64_t run_id, const char *mode)
+static int end_unheld_run(struct rctx *c, int64_t app_id, int64_t run_id, const char *mode)
 {
 	struct db *db = &c->svc->db;
 	struct db_result r;
-	json_object *payload = NULL, *err;
+	json_object *payload = NULL, *err, *changed = NULL;
 	const char *why;
-	int rc = -1, queued, orphaned;
+	int rc = -1, queued, orphaned, lock = -1, busy;
 
-	if (db_begin(db) < 0)
+	if (db_query(db, &r, "SELECT status = 'running' AND lease_expires_at < NOW(3) FROM agent_runs "
+			     "WHERE id = ?", "i", run_id) < 0)
 		return -1;
+	orphaned = r.nrows == 1 && db_int(&r, 0, 0) == 1 && !strcmp(mode, "keep");
+	db_result_free(&r);
+	/* Listing reads the workspace: done before the row lock is taken. */
+	if (orphaned) {
+		changed = orphan_changed_files(c, app_id, run_id, &lock, &busy);
+		if (busy)
+			return 0;
+	}
+	if (db_begin(db) < 0)
+		goto out_unlock;
 	if (db_query(db, &r, "SELECT status = 'queued', status = 'running' AND lease_expires_at < NOW(3) "
 			     "FROM agent_runs WHERE id = ? FOR UPDATE", "i", run_id) < 0)
 		goto out;
 	queued = r.nrows == 1 && db_int(&r, 0, 0) == 1;
-	orphaned = r.nrows == 1 && db_int(&r, 0, 1) == 1 && !strcmp(mode, "keep");
+	orphaned = changed && r.nrows == 1 && db_int(&r, 0, 1) == 1;
 	db_result_free(&r);
 	if (!queued && !orphaned) {
 		rc = 0;
@@ -199,7 +238,10 @@ static int end_unheld_run(struct rctx *c, int64_t run_id, const char *mode)
 	json_object_object_add(err, "message", json_object_new_string(why));
 	json_object_object_add(payload, "status", json_object_new_string("cancelled"));
 	json_object_object_add(payload, "error", err);
-	json_object_object_add(payload, "changed_files", json_object_new_array());
+	/* a queued run never ran: it changed nothing */
+	json_object_object_add(payload, "changed_files",
+			       queued ? json_object_new_array() : json_object_get(changed));
+	json_object_object_add(payload, "rolled_back", json_object_new_boolean(0));
 	if (db_exec(db, "UPDATE agent_runs SET status = 'cancelled', error_code = 'cancelled', "
 			"error_message = ?, finished_at = NOW(3), lease_owner = NULL, "
 			"lease_expires_at = NULL WHERE id = ?", "si", why, run_id) < 0 ||
@@ -212,6 +254,9 @@ out:
 		db_rollback(db);
 		rc = -1;
 	}
+out_unlock:
+	json_object_put(changed);
+	app_unlock(lock);
 	return rc;
 }
 
@@ -255,7 +300,7 @@ void h_run_cancel(struct rctx *c)
 		respond_db_error(c);
 		goto out;
 	}
-	rc = end_unheld_run(c, c->id[1], mode ? mode : "keep");
+	rc = end_unheld_run(c, app.id, c->id[1], mode ? mode : "keep");
 	if (rc < 0) {
 		respond_db_error(c);
 		goto out;

@@ -20,7 +20,10 @@
 #include "tool_error.h"
 #include "util.h"
 
-int app_lock(const struct config *cfg, int64_t app_id, int wait)
+/* How often a waiting app_lock_wait looks at the lock and the cancel flag. */
+#define LOCK_POLL_MS 50
+
+static int lock_file_open(const struct config *cfg, int64_t app_id)
 {
 	struct strbuf path = STRBUF_INIT;
 	int fd;
@@ -30,15 +33,63 @@ int app_lock(const struct config *cfg, int64_t app_id, int wait)
 	strbuf_addf(&path, "/app-%lld.lock", (long long)app_id);
 	fd = open(path.buf, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 	strbuf_release(&path);
+	return fd;
+}
+
+int app_lock(const struct config *cfg, int64_t app_id, int wait)
+{
+	int fd, rc, saved;
+
+	if (wait)
+		return app_lock_wait(cfg, app_id, NULL, -1);
+	fd = lock_file_open(cfg, app_id);
 	if (fd < 0)
 		return -1;
-	while (flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) < 0) {
-		if (errno == EINTR)
-			continue;
+	do
+		rc = flock(fd, LOCK_EX | LOCK_NB);
+	while (rc < 0 && errno == EINTR);
+	if (rc < 0) {
+		saved = errno;
 		close(fd);
+		errno = saved;
 		return -1;
 	}
 	return fd;
+}
+
+/* A blocking flock() would sleep through a cancel (and a signal that
+ * arrives just before it blocks is lost), so the wait is a poll: try, look
+ * at the flag, sleep a slice, until the deadline. */
+int app_lock_wait(const struct config *cfg, int64_t app_id, const volatile sig_atomic_t *cancel,
+		  int64_t timeout_ms)
+{
+	int64_t deadline = timeout_ms < 0 ? INT64_MAX : mono_ms() + timeout_ms;
+	int fd = lock_file_open(cfg, app_id), err;
+
+	if (fd < 0)
+		return -1;
+	for (;;) {
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+			return fd;
+		if (errno == EINTR)
+			continue;
+		if (errno != EWOULDBLOCK) {
+			err = errno;
+			break;
+		}
+		if (cancel && *cancel) {
+			err = ECANCELED;
+			break;
+		}
+		if (mono_ms() >= deadline) {
+			err = ETIMEDOUT;
+			break;
+		}
+		sleep_ms(LOCK_POLL_MS);
+	}
+	close(fd);
+	errno = err;
+	return -1;
 }
 
 void app_unlock(int fd)
@@ -53,6 +104,35 @@ void ws_limits_from_config(const struct config *cfg, struct ws_limits *lim)
 	lim->max_file_size = (uint64_t)cfg->ws_max_file_bytes;
 	lim->max_total_size = (uint64_t)cfg->ws_max_total_bytes;
 	lim->max_files = (unsigned)cfg->ws_max_files;
+}
+
+static uint64_t at_least(uint64_t v, int64_t floor)
+{
+	return floor > 0 && (uint64_t)floor > v ? (uint64_t)floor : v;
+}
+
+/* Every workspace the ws_* limits allow must checkpoint, so the checkpoint
+ * caps are the defaults raised to those limits, never lowered: archives
+ * written under larger limits stay readable after they shrink. */
+void ckpt_limits_from_config(const struct config *cfg, struct ckpt_limits *lim)
+{
+	ckpt_limits_default(lim);
+	lim->max_entries = at_least(lim->max_entries, cfg->ws_max_files);
+	lim->max_entry_size = at_least(lim->max_entry_size, cfg->ws_max_file_bytes);
+	lim->max_total_size = at_least(lim->max_total_size, cfg->ws_max_total_bytes);
+}
+
+int app_ckpt_store_open(const struct config *cfg, struct ckpt_store *st, struct strbuf *err)
+{
+	struct strbuf path = STRBUF_INIT;
+	struct ckpt_limits lim;
+	int rc;
+
+	ckpt_limits_from_config(cfg, &lim);
+	state_path(cfg, &path, "checkpoints");
+	rc = ckpt_store_open(st, path.buf, &lim, err);
+	strbuf_release(&path);
+	return rc;
 }
 
 int app_workspace_open(const struct config *cfg, int64_t app_id, struct workspace *ws,
@@ -190,6 +270,91 @@ int revision_manifest(struct db *db, int64_t app_id, int64_t rev_id, struct mani
 	return ret;
 }
 
+/* added, then changed, then deleted, in one array */
+static json_object *delta_paths_json(const struct manifest_delta *d)
+{
+	json_object *arr = json_object_new_array();
+	size_t i;
+
+	for (i = 0; i < d->nadded; i++)
+		json_object_array_add(arr, json_object_new_string(d->added[i]));
+	for (i = 0; i < d->nchanged; i++)
+		json_object_array_add(arr, json_object_new_string(d->changed[i]));
+	for (i = 0; i < d->ndeleted; i++)
+		json_object_array_add(arr, json_object_new_string(d->deleted[i]));
+	return arr;
+}
+
+int app_changed_files(struct db *db, const struct config *cfg, int64_t app_id, int64_t base_rev_id,
+		      const struct workspace *ws, json_object **out, struct strbuf *err)
+{
+	struct workspace own;
+	struct manifest base, now;
+	struct manifest_delta d;
+	struct tool_error terr;
+	int ret = -1, opened = 0;
+
+	*out = NULL;
+	manifest_init(&now);
+	if (revision_manifest(db, app_id, base_rev_id, &base, NULL) < 0) {
+		strbuf_addf(err, "the base revision's manifest cannot be read: %s", db->errmsg);
+		goto out;
+	}
+	if (!ws) {
+		if (app_workspace_open(cfg, app_id, &own, err) < 0)
+			goto out;
+		ws = &own;
+		opened = 1;
+	}
+	if (manifest_build(ws, &now, &terr) < 0) {
+		strbuf_addf(err, "%s: %s", terr.code, terr.message);
+		goto out;
+	}
+	if (manifest_diff(&base, &now, &d) < 0) {
+		strbuf_addstr(err, "out of memory");
+		goto out;
+	}
+	*out = delta_paths_json(&d);
+	manifest_delta_release(&d);
+	ret = 0;
+out:
+	if (opened)
+		workspace_close(&own);
+	manifest_release(&base);
+	manifest_release(&now);
+	return ret;
+}
+
+static void set_delta_paths(struct snapshot_result *out, const struct manifest_delta *d)
+{
+	json_object_put(out->added);
+	json_object_put(out->changed_paths);
+	json_object_put(out->deleted);
+	out->added = paths_json(d->added, d->nadded);
+	out->changed_paths = paths_json(d->changed, d->nchanged);
+	out->deleted = paths_json(d->deleted, d->ndeleted);
+}
+
+int revision_delta(struct db *db, int64_t app_id, int64_t rev_id, int64_t parent_id,
+		   struct snapshot_result *out)
+{
+	struct manifest rev, parent;
+	struct manifest_delta d;
+	int ret = -1;
+
+	manifest_init(&rev);
+	if (revision_manifest(db, app_id, parent_id, &parent, NULL) < 0 ||
+	    revision_manifest(db, app_id, rev_id, &rev, NULL) != 1 || manifest_diff(&parent, &rev, &d) < 0)
+		goto out;
+	set_delta_paths(out, &d);
+	manifest_delta_release(&d);
+	ret = 0;
+out:
+	manifest_release(&rev);
+	manifest_release(&parent);
+	return ret;
+}
+
 struct ws_opener {
 	const struct workspace *ws;
 };
@@ -265,7 +430,9 @@ int app_snapshot(struct db *db, struct ckpt_store *st, const struct config *cfg,
 			goto out;
 		}
 		have_delta = 1;
-		out->changed = parent_id == 0 || delta.nadded || delta.nchanged || delta.ndeleted;
+		/* A fresh app (no revision yet) with no files has nothing to
+		 * record either: an empty manifest is its state. */
+		out->changed = delta.nadded || delta.nchanged || delta.ndeleted;
 		if (!out->changed && req->only_if_changed) {
 			ret = 0; /* nothing to record: no archive, no rows */
 			goto out;
@@ -281,9 +448,7 @@ int app_snapshot(struct db *db, struct ckpt_store *st, const struct config *cfg,
 			goto out;
 	}
 	out->parent_id = parent_id;
-	out->added = paths_json(delta.added, delta.nadded);
-	out->changed_paths = paths_json(delta.changed, delta.nchanged);
-	out->deleted = paths_json(delta.deleted, delta.ndeleted);
+	set_delta_paths(out, &delta);
 	out->file_count = (unsigned)cur.n;
 	out->total_size = cur.total_size;
 	mjson = manifest_to_json(&cur);
@@ -374,12 +539,19 @@ int app_workspace_restore(const struct config *cfg, struct ckpt_store *st, int64
 	}
 	hex_encode(rnd, sizeof(rnd), hex);
 	state_path(cfg, &staging, "workspaces/.restore-%lld-%s", (long long)app_id, hex);
-	if (ckpt_extract(st, ck->archive, ck->sha256, staging.buf, err) < 0 ||
-	    ckpt_swap_into(wsdir.buf, staging.buf, err) < 0) {
-		rm_rf(staging.buf);
-		goto out;
+	if (ck) {
+		if (ckpt_extract(st, ck->archive, ck->sha256, staging.buf, err) < 0)
+			goto fail;
+	} else if (mkdir(staging.buf, 0755) < 0 || fsync_parent_dir(staging.buf) < 0) {
+		strbuf_addf(err, "cannot create %s: %s", staging.buf, strerror(errno));
+		goto fail;
 	}
+	if (ckpt_swap_into(wsdir.buf, staging.buf, err) < 0)
+		goto fail;
 	ret = 0;
+	goto out;
+fail:
+	rm_rf(staging.buf);
 out:
 	strbuf_release(&staging);
 	strbuf_release(&wsdir);

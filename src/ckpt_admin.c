@@ -2,11 +2,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "appstate.h"
 #include "ckpt_store.h"
 #include "config.h"
 #include "db.h"
 #include "kilnctl.h"
-#include "services.h"
 #include "strbuf.h"
 #include "util.h"
 
@@ -16,14 +16,11 @@
 
 static int open_store(struct config *cfg, struct ckpt_store *st)
 {
-	struct strbuf path = STRBUF_INIT, err = STRBUF_INIT;
-	int rc;
+	struct strbuf err = STRBUF_INIT;
+	int rc = app_ckpt_store_open(cfg, st, &err);
 
-	state_path(cfg, &path, "checkpoints");
-	rc = ckpt_store_open(st, path.buf, NULL, &err);
 	if (rc < 0)
-		fprintf(stderr, "kilnctl: checkpoint store %s: %s\n", path.buf, err.buf);
-	strbuf_release(&path);
+		fprintf(stderr, "kilnctl: checkpoint store %s/checkpoints: %s\n", cfg->state_dir, err.buf);
 	strbuf_release(&err);
 	return rc;
 }

@@ -5,6 +5,7 @@
 
 #include "db.h"
 #include "strbuf.h"
+#include "util.h"
 
 static const char *payload_text(json_object *payload)
 {
@@ -40,17 +41,26 @@ int64_t event_append_locked(struct db *db, int64_t run_id, const char *type,
 	return seq;
 }
 
+/* A database that went away (a restart, a dropped connection) comes back
+ * within seconds; an append waits this long for it, with a back-off from
+ * RECONNECT_FIRST_MS doubling up to RECONNECT_MAX_MS between tries. */
+#define RECONNECT_BUDGET_MS 15000
+#define RECONNECT_FIRST_MS 100
+#define RECONNECT_MAX_MS 1000
+#define LOCK_RETRIES 3
+
 int64_t event_append_with(struct db *db, int64_t run_id, const char *lease_owner,
 			  int (*extra)(struct db *db, void *ctx), void *ctx,
 			  const char *type, json_object *payload)
 {
 	struct db_result r;
-	int64_t seq = -1;
-	int tries;
+	int64_t seq = 0, give_up_at = mono_ms() + RECONNECT_BUDGET_MS, delay = RECONNECT_FIRST_MS;
+	int lock_tries = 0;
 
-	for (tries = 0; tries < 3; tries++) {
+	for (;;) {
+		db->errnum = 0; /* so that "retry" judges this try's error only */
 		if (db_begin(db) < 0)
-			return -1;
+			goto retry;
 		if (lease_owner) {
 			int ok;
 
@@ -66,20 +76,29 @@ int64_t event_append_with(struct db *db, int64_t run_id, const char *lease_owner
 		}
 		if (extra && extra(db, ctx) < 0)
 			goto fail;
-		seq = event_append_locked(db, run_id, type, payload);
-		if (seq < 0)
-			goto fail;
-		if (db_commit(db) < 0)
-			goto fail_nolock;
-		return seq;
+		if (type) {
+			seq = event_append_locked(db, run_id, type, payload);
+			if (seq < 0)
+				goto fail;
+		}
+		if (db_commit(db) == 0)
+			return seq;
+		/* A connection lost during COMMIT leaves no way to know whether
+		 * it committed: doing it again could write it twice. */
+		if (db_is_unavailable(db))
+			return EVENT_UNCERTAIN;
 fail:
 		db_rollback(db);
-fail_nolock:
-		/* deadlocks and lock waits are worth another try; the rest not */
-		if (!db_is_retryable(db))
+retry:
+		/* Everything before COMMIT is undone by the server when the
+		 * connection drops, so those failures are safe to redo. */
+		if (db_is_retryable(db) && ++lock_tries < LOCK_RETRIES)
+			continue;
+		if (!db_is_unavailable(db) || mono_ms() + delay > give_up_at)
 			return -1;
+		sleep_ms(delay);
+		delay = delay * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS : delay * 2;
 	}
-	return -1;
 }
 
 int64_t event_append(struct db *db, int64_t run_id, const char *lease_owner,

@@ -21,6 +21,9 @@
 #define POLL_SLICE_MS 50
 /* Retry-After values past this are treated as "not worth waiting for". */
 #define RETRY_AFTER_MAX_S (24 * 3600)
+/* After finish_reason, how long the usage chunk (or [DONE]) is waited for
+ * before the response counts as whole without it. */
+#define FINISH_GRACE_MS 2000
 
 void model_config_defaults(struct model_config *cfg)
 {
@@ -455,8 +458,14 @@ static int take_chunk(struct model_stream *s, const char *data, size_t len)
 	n = choices ? json_object_array_length(choices) : 0;
 	for (i = 0; i < n && !rc; i++)
 		rc = take_choice(s, json_object_array_get_idx(choices, i));
-	if (!rc && usage)
+	if (!rc && usage) {
 		rc = take_usage(s, usage);
+		/* the usage that comes with or after finish_reason is the last
+		 * thing of the response (OpenAI's order); earlier ones may be
+		 * running totals */
+		if (!rc && s->out->finish_reason[0])
+			s->usage_after_finish = 1;
+	}
 out:
 	json_object_put(chunk);
 	return rc;
@@ -508,6 +517,11 @@ int model_stream_feed(struct model_stream *s, const char *data, size_t len)
 		stream_fail(s, "model_response_too_large",
 			    "provider response larger than %zu bytes", s->max_bytes);
 	return s->err.code[0] ? -1 : 0;
+}
+
+int model_stream_complete(const struct model_stream *s)
+{
+	return s->done || s->usage_after_finish;
 }
 
 int model_stream_finish(struct model_stream *s)
@@ -636,8 +650,9 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
 	if (a->is_sse) {
 		if (model_stream_feed(&a->stream, data, len) < 0)
 			return 0;
-		/* past [DONE] nothing counts: do not wait for the provider to close */
-		return a->stream.done ? 0 : len;
+		/* past [DONE], or the finish and its usage, nothing counts: do not
+		 * wait for the provider to close */
+		return model_stream_complete(&a->stream) ? 0 : len;
 	}
 	room = a->body.cap - a->body.len;
 	if (len > room) {
@@ -651,6 +666,16 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
 }
 
 enum loop_end { LOOP_DONE, LOOP_CANCELLED, LOOP_IDLE, LOOP_DEADLINE, LOOP_FAILED };
+
+/* A provider that sent finish_reason but neither the usage nor [DONE], and
+ * keeps the connection open, has said all it will: a short wait, not the
+ * stall timeout (judge_attempt takes the response as whole). */
+static long idle_ms(const struct attempt *a)
+{
+	long idle = a->cfg->idle_timeout_ms;
+
+	return a->stream.out->finish_reason[0] && idle > FINISH_GRACE_MS ? FINISH_GRACE_MS : idle;
+}
 
 /*
  * Drives the transfer with the multi interface so the client wakes at least
@@ -683,7 +708,7 @@ static enum loop_end run_transfer(struct attempt *a, int64_t deadline, CURLcode 
 			end = LOOP_CANCELLED;
 			goto out;
 		}
-		if (now - a->last_byte_ms >= a->cfg->idle_timeout_ms) {
+		if (now - a->last_byte_ms >= idle_ms(a)) {
 			end = LOOP_IDLE;
 			goto out;
 		}

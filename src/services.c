@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "appstate.h"
 #include "fileutil.h"
 #include "log.h"
 #include "strbuf.h"
@@ -77,26 +78,16 @@ out:
 
 int services_init(struct services *svc, struct config *cfg, struct strbuf *err)
 {
-	struct strbuf path = STRBUF_INIT;
-	struct ckpt_limits lim = { 0 };
-	int ret = -1;
-
 	memset(svc, 0, sizeof(*svc));
 	svc->cfg = cfg;
-	if (services_secret_ensure(cfg, svc->secret, err) < 0)
-		goto out;
-	state_path(cfg, &path, "checkpoints");
-	ckpt_limits_default(&lim);
-	if (ckpt_store_open(&svc->ckpts, path.buf, &lim, err) < 0)
-		goto out;
+	if (services_secret_ensure(cfg, svc->secret, err) < 0 ||
+	    app_ckpt_store_open(cfg, &svc->ckpts, err) < 0)
+		return -1;
 	/* A database that is down now may be up later: workers start anyway
 	 * and answer 503 until it is reachable. */
 	if (db_connect(&svc->db, cfg) < 0)
 		log_warn("database unreachable at start: %s", svc->db.errmsg);
-	ret = 0;
-out:
-	strbuf_release(&path);
-	return ret;
+	return 0;
 }
 
 void services_release(struct services *svc)

@@ -20,8 +20,6 @@
 
 #define STREAM_STACK_BYTES (128 * 1024)
 #define IDLE_ACCEPTORS 2
-/* A run's event log is bounded by its step cap; this is a sanity stop. */
-#define CHANNEL_MAX_EVENTS 200000
 #define FETCH_BATCH 500
 
 struct frame {
@@ -30,14 +28,23 @@ struct frame {
 	size_t len;
 };
 
-/* The events of one run, shared by every stream of it in this process. */
+/*
+ * The events of one run after base, shared by the streams of it in this
+ * process that start at or after base. A channel holds at most
+ * stream_channel_max_events frames; one that reaches the cap, or whose run
+ * row is gone, fails: it leaves the lookup list, its streams send what it
+ * holds and end, and their clients come back with Last-Event-ID to a new
+ * channel that starts where they are.
+ */
 struct channel {
 	int64_t run_id, app_id;
 	int refs;
-	struct frame *frames;  /* frames[i].seq == i + 1 */
+	int64_t base;          /* frames[i].seq == base + i + 1 */
+	struct frame *frames;
 	size_t n, alloc;
 	int64_t terminal_seq;  /* 0 until the terminal event is loaded */
-	int failed;            /* poller could not load it; streams end */
+	int failed;
+	int listed;            /* still in hub.channels */
 	pthread_cond_t cond;
 	struct channel *next;
 };
@@ -68,19 +75,23 @@ static void on_wake(int sig)
 	(void)sig; /* only interrupts accept() */
 }
 
-static struct channel *channel_get(int64_t run_id, int64_t app_id)
+/* A channel a stream starting after seq `after` can use: frames from
+ * after + 1 on, or able to get them. */
+static struct channel *channel_get(int64_t run_id, int64_t app_id, int64_t after)
 {
 	struct channel *ch;
 
 	for (ch = hub.channels; ch; ch = ch->next)
-		if (ch->run_id == run_id) {
+		if (ch->run_id == run_id && ch->base <= after) {
 			ch->refs++;
 			return ch;
 		}
 	ch = xcalloc(1, sizeof(*ch));
 	ch->run_id = run_id;
 	ch->app_id = app_id;
+	ch->base = after;
 	ch->refs = 1;
+	ch->listed = 1;
 	pthread_cond_init(&ch->cond, NULL);
 	ch->next = hub.channels;
 	hub.channels = ch;
@@ -88,18 +99,41 @@ static struct channel *channel_get(int64_t run_id, int64_t app_id)
 	return ch;
 }
 
-static void channel_put(struct channel *ch)
+static void channel_unlist(struct channel *ch)
 {
 	struct channel **pp;
-	size_t i;
 
-	if (--ch->refs > 0)
+	if (!ch->listed)
 		return;
 	for (pp = &hub.channels; *pp; pp = &(*pp)->next)
 		if (*pp == ch) {
 			*pp = ch->next;
 			break;
 		}
+	ch->listed = 0;
+}
+
+/* Caller holds hub.mu. New streams no longer find it; its own end. */
+static void channel_fail(struct channel *ch, const char *why)
+{
+	int64_t held_to = ch->base + (int64_t)ch->n;
+
+	if (ch->failed)
+		return;
+	log_warn("stream of run %lld ends at seq %lld: %s; clients resume with Last-Event-ID",
+		 (long long)ch->run_id, (long long)held_to, why);
+	ch->failed = 1;
+	channel_unlist(ch);
+	pthread_cond_broadcast(&ch->cond);
+}
+
+static void channel_put(struct channel *ch)
+{
+	size_t i;
+
+	if (--ch->refs > 0)
+		return;
+	channel_unlist(ch);
 	for (i = 0; i < ch->n; i++)
 		free(ch->frames[i].text);
 	free(ch->frames);
@@ -147,6 +181,7 @@ static int channel_load(struct db *db, int64_t run_id, int64_t app_id, int64_t a
 	return 0;
 }
 
+/* Caller holds hub.mu. Takes f and its texts. */
 static void channel_append(struct channel *ch, struct frame *f, size_t n)
 {
 	size_t i;
@@ -155,8 +190,13 @@ static void channel_append(struct channel *ch, struct frame *f, size_t n)
 		int terminal = f[i].seq < 0;
 		int64_t seq = terminal ? -f[i].seq : f[i].seq;
 
-		if (seq != (int64_t)ch->n + 1 || ch->n >= CHANNEL_MAX_EVENTS) {
+		if (seq != ch->base + (int64_t)ch->n + 1 || ch->failed) {
 			free(f[i].text);
+			continue;
+		}
+		if (ch->n >= (size_t)hub.cfg->stream_channel_max_events) {
+			free(f[i].text);
+			channel_fail(ch, "its buffer is full");
 			continue;
 		}
 		if (ch->n == ch->alloc) {
@@ -174,6 +214,7 @@ static void channel_append(struct channel *ch, struct frame *f, size_t n)
 struct watch {
 	struct channel *ch;
 	int64_t run_id, app_id, have;
+	int found;
 };
 
 static void *poller_main(void *arg)
@@ -181,7 +222,7 @@ static void *poller_main(void *arg)
 	struct db db;
 	struct watch *w = NULL;
 	int64_t *ids = NULL;
-	size_t nw, alloc = 0, i, j;
+	size_t nw, alloc = 0, i, j, k;
 	int connected;
 
 	(void)arg;
@@ -207,7 +248,7 @@ static void *poller_main(void *arg)
 			w[nw].ch = ch;
 			w[nw].run_id = ch->run_id;
 			w[nw].app_id = ch->app_id;
-			w[nw].have = (int64_t)ch->n;
+			w[nw].have = ch->base + (int64_t)ch->n;
 			ids[nw] = ch->run_id;
 			nw++;
 		}
@@ -220,25 +261,43 @@ static void *poller_main(void *arg)
 		pthread_mutex_unlock(&hub.mu);
 		if (!connected)
 			connected = db_connect(&db, hub.cfg) == 0;
-		/* The one poll of this tick: which watched runs moved on. */
+		/* The one poll of this tick: which watched runs moved on, and
+		 * which are gone (no row: their streams could wait forever). */
 		for (i = 0; i < nw && connected; i += 256) {
 			size_t n = nw - i < 256 ? nw - i : 256;
 
-			if (db_query_ids(&db, &r, "SELECT run_id, MAX(seq) FROM agent_run_events "
-						 "WHERE run_id IN (%s) GROUP BY run_id", ids + i, n) < 0) {
+			if (db_query_ids(&db, &r, "SELECT r.id, (SELECT COALESCE(MAX(e.seq), 0) FROM agent_run_events e "
+						 "WHERE e.run_id = r.id), r.status IN ('completed', 'failed', 'cancelled') "
+						 "FROM agent_runs r WHERE r.id IN (%s)",
+					 ids + i, n) < 0) {
 				log_warn("stream poll failed: %s", db.errmsg);
 				break;
 			}
+			for (k = i; k < i + n; k++)
+				w[k].found = 0;
 			for (j = 0; j < r.nrows; j++) {
 				int64_t id = db_int(&r, j, 0), last = db_int(&r, j, 1);
-				size_t k;
 
 				for (k = i; k < i + n; k++) {
 					struct frame *f;
 					size_t nf;
 
-					if (w[k].run_id != id || last <= w[k].have)
+					if (w[k].run_id != id)
 						continue;
+					w[k].found = 1;
+					if (last <= w[k].have) {
+						/* A channel that starts at or past the end of
+						 * an ended run (the status commits with the
+						 * terminal event) has nothing to wait for. */
+						if (db_int(&r, j, 2) == 1 && last > 0) {
+							pthread_mutex_lock(&hub.mu);
+							if (!w[k].ch->terminal_seq)
+								w[k].ch->terminal_seq = last;
+							pthread_cond_broadcast(&w[k].ch->cond);
+							pthread_mutex_unlock(&hub.mu);
+						}
+						continue;
+					}
 					if (channel_load(&db, id, w[k].app_id, w[k].have, &f, &nf) < 0)
 						continue;
 					pthread_mutex_lock(&hub.mu);
@@ -248,6 +307,11 @@ static void *poller_main(void *arg)
 				}
 			}
 			db_result_free(&r);
+			pthread_mutex_lock(&hub.mu);
+			for (k = i; k < i + n; k++)
+				if (!w[k].found)
+					channel_fail(w[k].ch, "its run no longer exists");
+			pthread_mutex_unlock(&hub.mu);
 		}
 		pthread_mutex_lock(&hub.mu);
 		for (i = 0; i < nw; i++)
@@ -290,9 +354,9 @@ static int send_error(FCGX_Request *fr, struct rctx *c)
 }
 
 /* Validates the request; 0 with ids and the start position, or -1 after
- * writing an error response. */
+ * writing an error response (its status in *status). */
 static int stream_begin(FCGX_Request *fr, struct http_request *req, int64_t *app_id,
-			int64_t *run_id, int64_t *after)
+			int64_t *run_id, int64_t *after, int *status)
 {
 	struct http_response res;
 	struct strbuf v = STRBUF_INIT;
@@ -348,7 +412,7 @@ static int stream_begin(FCGX_Request *fr, struct http_request *req, int64_t *app
 out:
 	if (ret < 0) {
 		send_error(fr, &c);
-		log_info("GET stream %d", res.status);
+		*status = res.status;
 	}
 	http_response_release(&res);
 	strbuf_release(&v);
@@ -362,6 +426,30 @@ static int put(FCGX_Request *fr, const char *s, size_t len)
 	return 0;
 }
 
+/* One line per stream request, like the API's: method, path (control
+ * bytes masked, no query), status, duration; how far it got. */
+static void log_stream(const struct http_request *req, int status, int64_t from, int64_t to,
+		       const char *end)
+{
+	struct strbuf path = STRBUF_INIT;
+	const char *u = req->uri ? req->uri : "";
+	size_t len = strcspn(u, "?");
+
+	if (len > 255)
+		len = 255;
+	strbuf_add(&path, u, len);
+	for (len = 0; len < path.len; len++)
+		if ((unsigned char)path.buf[len] < 0x20 || path.buf[len] == 0x7f)
+			path.buf[len] = '?';
+	if (status == 200)
+		log_info("%s %s %d %lldms (events %lld..%lld, %s)", req->method ? req->method : "-", path.buf,
+			 status, (long long)(mono_ms() - req->started_ms), (long long)from, (long long)to, end);
+	else
+		log_info("%s %s %d %lldms", req->method ? req->method : "-", path.buf, status,
+			 (long long)(mono_ms() - req->started_ms));
+	strbuf_release(&path);
+}
+
 static void serve_stream(FCGX_Request *fr)
 {
 	static const char head[] = "Status: 200 OK\r\nContent-Type: text/event-stream\r\n"
@@ -370,21 +458,28 @@ static void serve_stream(FCGX_Request *fr)
 	struct http_request req;
 	struct strbuf out = STRBUF_INIT;
 	struct channel *ch;
-	int64_t app_id, run_id, cursor, keepalive_ms = hub.cfg->stream_keepalive_s * 1000;
+	int64_t app_id, run_id, cursor, start, keepalive_ms = hub.cfg->stream_keepalive_s * 1000;
 	int64_t next_keepalive;
+	const char *end = "client gone";
+	int status = 500;
 
 	http_request_read(&req, fr->envp, fr->in, 0);
-	if (stream_begin(fr, &req, &app_id, &run_id, &cursor) < 0)
+	if (stream_begin(fr, &req, &app_id, &run_id, &cursor, &status) < 0) {
+		log_stream(&req, status, 0, 0, NULL);
 		goto out;
-	if (put(fr, head, sizeof(head) - 1) < 0)
+	}
+	start = cursor;
+	if (put(fr, head, sizeof(head) - 1) < 0) {
+		log_stream(&req, 200, start, cursor, end);
 		goto out;
+	}
 	pthread_mutex_lock(&hub.mu);
-	ch = channel_get(run_id, app_id);
+	ch = channel_get(run_id, app_id, cursor);
 	next_keepalive = mono_ms() + keepalive_ms;
 	for (;;) {
 		int done;
 
-		while ((int64_t)ch->n <= cursor && !ch->failed && !worker_stop &&
+		while (ch->base + (int64_t)ch->n <= cursor && !ch->failed && !worker_stop &&
 		       !(ch->terminal_seq && cursor >= ch->terminal_seq) &&
 		       mono_ms() < next_keepalive) {
 			struct timespec ts;
@@ -398,34 +493,37 @@ static void serve_stream(FCGX_Request *fr)
 			pthread_cond_timedwait(&ch->cond, &hub.mu, &ts);
 		}
 		strbuf_reset(&out);
-		while ((int64_t)ch->n > cursor) {
-			struct frame *f = &ch->frames[cursor];
+		while (ch->base + (int64_t)ch->n > cursor) {
+			struct frame *f = &ch->frames[cursor - ch->base];
 
 			strbuf_add(&out, f->text, f->len);
 			cursor++;
 			if (out.len > 65536)
 				break;
 		}
-		done = worker_stop || ch->failed ||
-		       (ch->terminal_seq && cursor >= ch->terminal_seq);
+		done = worker_stop || ch->failed || (ch->terminal_seq && cursor >= ch->terminal_seq);
+		if (done)
+			end = ch->terminal_seq && cursor >= ch->terminal_seq ? "terminal event"
+			      : ch->failed ? "channel failed" : "stream process stopping";
 		pthread_mutex_unlock(&hub.mu);
 		if (!out.len && !done && mono_ms() >= next_keepalive) {
 			strbuf_addstr(&out, ": keep-alive\n\n");
 		}
 		if (out.len) {
 			if (put(fr, out.buf, out.len) < 0) {
+				end = "client gone";
 				pthread_mutex_lock(&hub.mu);
-				break; /* the client went away */
+				break;
 			}
 			next_keepalive = mono_ms() + keepalive_ms;
 		}
 		pthread_mutex_lock(&hub.mu);
-		if (done && (int64_t)ch->n <= cursor)
+		if (done && ch->base + (int64_t)ch->n <= cursor)
 			break;
 	}
 	channel_put(ch); /* the lock is held on every way out of the loop */
 	pthread_mutex_unlock(&hub.mu);
-	log_info("GET stream run=%lld ended at seq %lld", (long long)run_id, (long long)cursor);
+	log_stream(&req, 200, start, cursor, end);
 out:
 	strbuf_release(&out);
 	http_request_release(&req);

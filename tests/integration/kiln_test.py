@@ -123,6 +123,27 @@ def eventually(fn, timeout=20, interval=0.1, what="condition"):
     raise AssertionError("timed out waiting for %s (%s)" % (what, last))
 
 
+def visible_text(evs):
+    """What a client shows of each model response (by message_index): a
+    delta with "restart" drops that response's text so far."""
+    shown = {}
+    for e in evs:
+        if e["type"] == "assistant.delta":
+            p = e["payload"]
+            if p.get("restart"):
+                shown[p["message_index"]] = ""
+            shown[p["message_index"]] = shown.get(p["message_index"], "") + p["text"]
+    return shown
+
+
+def set_app_profile(app_id, doc):
+    """A per-app agent profile (<state>/profiles/app-<id>.json)."""
+    d = os.path.join(ENV["KILN_STATE"], "profiles")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "app-%d.json" % app_id), "w") as f:
+        json.dump(doc, f)
+
+
 def stack(*args):
     subprocess.run([os.path.join(ENV["ROOT"], "tools", "stack"), args[0], ENV["KILN_STATE"], *args[1:]],
                    check=True, timeout=120, capture_output=True)

@@ -4,6 +4,7 @@ checkpoint disk full. The long versions live in tools/soak."""
 
 import errno
 import hashlib
+import json
 import os
 import random
 import re
@@ -15,9 +16,11 @@ import tempfile
 import time
 import urllib.parse
 
-from kiln_test import ENV, eventually, expect_error, kilnctl, load_env, new_app, new_org, request, stack
+from kiln_test import (ENV, eventually, expect_error, kilnctl, load_env, new_app, new_org, request,
+                       stack, visible_text)
 
 TERMINAL = ("completed", "failed", "cancelled")
+SCRIPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools", "scripts")
 
 
 def start_run(token, app_id, text):
@@ -187,15 +190,39 @@ def test_temp_file_of_a_cut_short_write_never_reaches_a_revision():
     assert err["field"] == "files" and "reserved" in err["message"], err
 
 
+def assert_event_log_complete(evs, script):
+    """No write the run made was lost: every tool.started has exactly one
+    outcome, no call starts twice, and the text of every response the run
+    finished is the model's text."""
+    started = [e["payload"]["call_id"] for e in evs if e["type"] == "tool.started"]
+    ended = [e["payload"]["call_id"] for e in evs if e["type"] in ("tool.completed", "tool.failed")]
+    assert len(set(started)) == len(started) and sorted(started) == sorted(ended), (started, ended)
+    with open(os.path.join(SCRIPTS, script + ".json")) as f:
+        steps = json.load(f)["steps"]
+    shown = visible_text(evs)
+    done = evs[-1]["type"] == "run.completed"
+    for i, step in enumerate(steps):
+        if done:
+            assert shown.get(i) == step["text"], (i, shown.get(i))
+        elif i in shown:
+            assert step["text"].startswith(shown[i]), (i, shown[i])
+
+
 def test_mariadb_restarted_mid_run():
     _, token = new_org()
-    app = new_app(token, {"index.html": "<h1>db</h1>"})
-    run_id = start_run(token, app["id"], "[script:slow-tools] keep going")
-    eventually(lambda: len(events(token, app["id"], run_id)) > 2, what="the run to start")
-    stack("restart-db")
-    eventually(lambda: request("GET", "/admin/health").status == 200, timeout=30, what="health")
-    wait_terminal(token, app["id"], run_id, timeout=120)
-    assert_run_log_sound(token, app["id"], run_id)
+    for when in ("the text", "the tool call"):
+        app = new_app(token, {"index.html": "<h1>db</h1>"})
+        run_id = start_run(token, app["id"], "[script:slow-tools] keep going")
+        if when == "the text":  # appends of deltas meet the outage
+            eventually(lambda: len(events(token, app["id"], run_id)) > 5, what="the text to stream")
+        stack("restart-db")
+        eventually(lambda: request("GET", "/admin/health").status == 200, timeout=30, what="health")
+        wait_terminal(token, app["id"], run_id, timeout=120)
+        run = assert_run_log_sound(token, app["id"], run_id)
+        evs = events(token, app["id"], run_id)
+        assert_event_log_complete(evs, "slow-tools")
+        # it ended cleanly: completed, or failed with a reason
+        assert run["status"] == "completed" or (run["status"] == "failed" and run["error"]["code"]), run
 
 
 def _stream_pids():

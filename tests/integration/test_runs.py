@@ -2,6 +2,7 @@
 kiln-runner and the scripted model. Streams are read line by line over
 http.client, so what is checked is what a browser's EventSource would see."""
 
+import fcntl
 import glob
 import hashlib
 import http.client
@@ -14,7 +15,7 @@ import threading
 import time
 
 from kiln_test import (ENV, eventually, expect_error, new_app, new_org, request,
-                       stack, unique)
+                       set_app_profile, stack, unique, visible_text)
 
 ORG = {}
 TERMINAL = ("run.completed", "run.failed")
@@ -198,13 +199,19 @@ def script_step_files(name, turn=0):
     return files
 
 
+def runner_pids():
+    """The pids of this stack's runners (from their pid files)."""
+    pids = []
+    for f in glob.glob(os.path.join(ENV["KILN_STATE"], "run", "kiln-runner-*.pid")):
+        with open(f) as fh:
+            pids.append(int(fh.read().strip()))
+    return pids
+
+
 def runner_descendants(pattern):
     """Pids of processes under this stack's runners whose command line
     contains pattern (other stacks on the machine are not ours)."""
-    roots = set()
-    for f in glob.glob(os.path.join(ENV["KILN_STATE"], "run", "kiln-runner-*.pid")):
-        with open(f) as fh:
-            roots.add(int(fh.read().strip()))
+    roots = set(runner_pids())
     parent, cmd = {}, {}
     for d in os.listdir("/proc"):
         if not d.isdigit():
@@ -439,7 +446,7 @@ def test_keepalive_comment_on_an_idle_stream_and_cancel_kills_the_command():
     rest = s.read_to_end()
     s.close()
     elapsed = time.time() - t0
-    assert elapsed < 3, elapsed
+    assert elapsed < 2, elapsed  # the issue's bound: a running command is killed within 2 s
     assert types(e["data"] for e in rest) == ["tool.failed", "run.failed"], types(e["data"] for e in rest)
     assert rest[0]["data"]["payload"]["error"]["code"] == "cancelled", rest[0]
     assert rest[1]["data"]["payload"]["error"]["code"] == "cancelled", rest[1]
@@ -552,7 +559,7 @@ def test_cancel_while_the_model_streams():
     assert r.status == 202 and r.json()["id"] == run["id"], r
     rest = s.read_to_end()
     s.close()
-    assert time.time() - t0 < 3, time.time() - t0
+    assert time.time() - t0 < 2, time.time() - t0  # the model request is aborted within 2 s
     evs = [e["data"] for e in got + rest]
     check_gapless(evs)
     assert types(evs)[-1] == "run.failed" and types(evs).count("run.failed") == 1, types(evs)
@@ -608,7 +615,7 @@ def _cancel_after_writes(token, mode):
     assert cancel(token, app["id"], run["id"], mode).status == 202
     rest = s.read_to_end()
     s.close()
-    assert time.time() - t0 < 3
+    assert time.time() - t0 < 2, time.time() - t0  # the command killed (and a rollback done) within 2 s
     failed = rest[-1]["data"]
     assert failed["type"] == "run.failed" and failed["payload"]["status"] == "cancelled", failed
     run = get_run(token, app["id"], run["id"])
@@ -691,18 +698,6 @@ def _model_retries(run_id):
         return sum(1 for line in f if "run %d: model attempt" % run_id in line)
 
 
-def _visible_text(evs):
-    """What a client shows per response: a restart drops that response's text so far."""
-    shown = {}
-    for e in evs:
-        if e["type"] == "assistant.delta":
-            p = e["payload"]
-            if p.get("restart"):
-                shown[p["message_index"]] = ""
-            shown[p["message_index"]] = shown.get(p["message_index"], "") + p["text"]
-    return shown
-
-
 RECOVERED = "All good now: this answer arrived after the provider recovered."
 
 
@@ -711,14 +706,14 @@ def test_fault_429_is_retried_and_the_run_completes():
     assert final["status"] == "completed", final
     assert elapsed >= 0.9, elapsed  # Retry-After: 1 was honoured
     assert _model_retries(final["id"]) == 1
-    assert _visible_text(evs) == {0: RECOVERED}, evs
+    assert visible_text(evs) == {0: RECOVERED}, evs
 
 
 def test_fault_500_twice_is_retried_and_the_run_completes():
     evs, final, _ = _fault_run("fault-500")
     assert final["status"] == "completed", final
     assert _model_retries(final["id"]) == 2
-    assert _visible_text(evs) == {0: RECOVERED}, evs
+    assert visible_text(evs) == {0: RECOVERED}, evs
 
 
 def test_fault_500_always_fails_the_run_with_a_model_error():
@@ -743,14 +738,14 @@ def test_fault_stall_times_out_then_the_retry_completes():
     restarts = [i for i, d in enumerate(deltas) if d.get("restart")]
     assert len(restarts) == 1 and restarts[0] > 0, deltas
     assert RECOVERED.startswith("".join(d["text"] for d in deltas[:restarts[0]])), deltas
-    assert _visible_text(evs) == {0: RECOVERED}, deltas
+    assert visible_text(evs) == {0: RECOVERED}, deltas
 
 
 def test_fault_cutoff_is_retried_and_the_run_completes():
     evs, final, _ = _fault_run("fault-cutoff")
     assert final["status"] == "completed", final
     assert _model_retries(final["id"]) == 1
-    assert _visible_text(evs) == {0: RECOVERED}, evs
+    assert visible_text(evs) == {0: RECOVERED}, evs
 
 
 def test_fault_malformed_fails_the_run():
@@ -796,7 +791,7 @@ def test_runner_kill_9_mid_run_resumes_on_attempt_2():
     assert after[0]["type"] == "assistant.delta" and after[0]["payload"].get("restart") is True, after[0]
     with open(os.path.join(SCRIPTS, "slow.json")) as f:
         slow_text = json.load(f)["steps"][0]["text"]
-    assert _visible_text(evs) == {0: slow_text}
+    assert visible_text(evs) == {0: slow_text}
     final = get_run(token, app["id"], run["id"])
     assert final["status"] == "completed" and final["attempt"] == 2, final
     pages, _ = api_events(token, app["id"], run["id"])
@@ -814,10 +809,7 @@ def test_runner_sigterm_hands_the_run_back_at_once():
     run = start_run(token, app["id"], "[script:slow] stop politely %s" % unique("n"))
     s = Stream(token, app["id"], run["id"])
     s.read(4)
-    pids = []
-    for f in glob.glob(os.path.join(ENV["KILN_STATE"], "run", "kiln-runner-*.pid")):
-        with open(f) as fh:
-            pids.append(int(fh.read().strip()))
+    pids = runner_pids()
     try:
         for pid in pids:
             os.kill(pid, signal.SIGTERM)
@@ -842,21 +834,38 @@ def test_runner_sigterm_hands_the_run_back_at_once():
     assert types(evs).count("run.accepted") == 2
 
 
+def _stop_every_attempt(token, app_id, run_id, stop):
+    """Calls stop() once each of runner_max_attempts attempts is streaming."""
+    attempts = int(os.environ.get("KILN_RUNNER_MAX_ATTEMPTS", "3"))
+    for attempt in range(1, attempts + 1):
+        eventually(lambda: (lambda r: r["attempt"] == attempt and r["status"] == "running")(
+            get_run(token, app_id, run_id)), timeout=15, what="attempt %d" % attempt)
+        # The attempt is under way: its run.accepted (resumed ones) or a delta is in.
+        eventually(lambda: types(api_events(token, app_id, run_id)[0])[-1] == "assistant.delta",
+                   timeout=10, what="attempt %d streaming" % attempt)
+        stop()
+    return attempts
+
+
+def _restart_runners(orderly=False):
+    """kill -9 of the runners (a crash) or SIGTERM (a deploy), then new ones."""
+    pids = runner_pids()
+    try:
+        if orderly:
+            for pid in pids:
+                os.kill(pid, signal.SIGTERM)
+            eventually(lambda: all(_gone(p) for p in pids), timeout=10, what="the runners to stop")
+        else:
+            stack("kill-runner")
+    finally:
+        stack("start-runner")
+
+
 def test_runner_lost_too_many_times_fails_the_run():
     token = org()
     app = new_app(token)
     run = start_run(token, app["id"], "[script:slow] doomed %s" % unique("n"))
-    attempts = int(os.environ.get("KILN_RUNNER_MAX_ATTEMPTS", "3"))
-    for attempt in range(1, attempts + 1):
-        eventually(lambda: (lambda r: r["attempt"] == attempt and r["status"] == "running")(
-            get_run(token, app["id"], run["id"])), timeout=15, what="attempt %d" % attempt)
-        # The attempt is under way: its run.accepted (resumed ones) or a delta is in.
-        eventually(lambda: types(api_events(token, app["id"], run["id"])[0])[-1] == "assistant.delta",
-                   timeout=10, what="attempt %d streaming" % attempt)
-        try:
-            stack("kill-runner")
-        finally:
-            stack("start-runner")
+    _stop_every_attempt(token, app["id"], run["id"], _restart_runners)
     final = wait_run(token, app["id"], run["id"], timeout=20)
     assert final["status"] == "failed" and final["error"]["code"] == "runner_lost", final
     evs, terminal = api_events(token, app["id"], run["id"])
@@ -934,10 +943,7 @@ def test_a_long_run_streams_past_one_fetch_batch():
     token = org()
     app = new_app(token)
     # A per-app profile lifts the step cap so the run logs over 500 events.
-    profiles = os.path.join(ENV["KILN_STATE"], "profiles")
-    os.makedirs(profiles, exist_ok=True)
-    with open(os.path.join(profiles, "app-%d.json" % app["id"]), "w") as f:
-        json.dump({"max_steps": 200}, f)
+    set_app_profile(app["id"], {"max_steps": 200})
     run = start_run(token, app["id"], "[script:many-steps] all of them %s" % unique("n"))
     s = Stream(token, app["id"], run["id"])
     head = s.read(3)
@@ -1024,6 +1030,414 @@ def test_cuts_inside_multibyte_characters_keep_events_valid():
     r = request("GET", "/admin/apps/%d/revisions/%d/files/accents.txt" % (app["id"], final["revision_id"]),
                 token=token)
     assert r.body.decode() == "x" + "\u00e9" * 1500
+
+
+# ---- durable state: resumes, endings, locks -------------------------------------
+
+
+def _wait_for_tool(s, tool):
+    while True:
+        ev = s.next()
+        assert ev is not None and ev["data"]["type"] not in TERMINAL, ev
+        if ev["data"]["type"] == "tool.started" and ev["data"]["payload"]["tool"] == tool:
+            return ev["data"]
+
+
+def test_resumed_run_never_runs_a_started_call_twice():
+    token = org()
+    app = new_app(token)
+    run = start_run(token, app["id"], "[script:command-sleep] wait %s" % unique("n"))
+    s = Stream(token, app["id"], run["id"], timeout=40)
+    started = _wait_for_tool(s, "run_command")
+    s.close()
+    call_id = started["payload"]["call_id"]
+    try:
+        stack("kill-runner")  # dies between tool.started and its outcome
+    finally:
+        stack("start-runner")
+    final = wait_run(token, app["id"], run["id"], timeout=40)
+    assert final["status"] == "completed" and final["attempt"] == 2, final
+    evs, _ = api_events(token, app["id"], run["id"])
+    check_gapless(evs)
+    mine = [e for e in evs if e["type"].startswith("tool.") and e["payload"]["call_id"] == call_id]
+    # announced once, never run again: the resumed attempt records it interrupted
+    assert types(mine) == ["tool.started", "tool.failed"], types(mine)
+    assert mine[1]["payload"]["error"]["code"] == "interrupted", mine[1]
+    resumed = [e for e in evs if e["type"] == "run.accepted"][1]
+    assert resumed["seq"] < mine[1]["seq"], (resumed, mine[1])
+    # the model got that as the call's result, and went on
+    rows = sql("SELECT content FROM agent_messages WHERE run_id = %d AND role = 'tool'" % run["id"])
+    assert len(rows) == 1 and json.loads(rows[0][0])["error"]["code"] == "interrupted", rows
+
+
+def test_finish_reason_length_and_content_filter_end_the_run():
+    token = org()
+    for script, code, wrote in (("truncated-answer", "model_output_truncated", ["index.html"]),
+                                ("truncated-tool-call", "model_output_truncated", []),
+                                ("content-filter", "content_filtered", [])):
+        app = new_app(token)
+        run = start_run(token, app["id"], "[script:%s] go %s" % (script, unique("n")))
+        evs = stream_all(token, app["id"], run["id"])
+        check_gapless(evs)
+        last = evs[-1]
+        assert last["type"] == "run.failed" and last["payload"]["error"]["code"] == code, (script, last)
+        assert sorted(last["payload"]["changed_files"]) == wrote, (script, last)
+        # a cut response's calls never run
+        started = [e["payload"]["arguments"].get("path") for e in evs if e["type"] == "tool.started"]
+        assert started == wrote, (script, started)
+        final = get_run(token, app["id"], run["id"])
+        assert final["status"] == "failed" and final["error"]["code"] == code, final
+        # the thread stays one a provider takes: the next run goes through
+        nxt = start_run(token, app["id"], "hi %s" % unique("n"))
+        assert wait_run(token, app["id"], nxt["id"])["status"] == "completed", script
+
+
+def test_a_run_held_by_a_live_runner_without_a_child_is_resumed():
+    token = org()
+    busy = new_app(token)
+    # a runner with a child: it renews leases for as long as the command runs
+    other = start_run(token, busy["id"], "[script:command-sleep] wait %s" % unique("n"))
+    s = Stream(token, busy["id"], other["id"])
+    _wait_for_tool(s, "run_command")
+    s.close()
+    owner = sql("SELECT lease_owner FROM agent_runs WHERE id = %d" % other["id"])[0][0]
+    app = new_app(token)
+    text = "[script:no-change] hi %s" % unique("n")
+    # A run under that runner's name that no child of it drives (a fork
+    # that failed, a child lost track of): its lease must lapse.
+    sql("INSERT INTO agent_runs (app_id, org_id, input, request_sha256, status, attempt, lease_owner, "
+        "lease_expires_at, started_at) SELECT id, org_id, '%s', REPEAT('0', 64), 'running', 1, '%s', "
+        "NOW(3) + INTERVAL 3 SECOND, NOW(3) FROM apps WHERE id = %d" % (text, owner, app["id"]))
+    run_id = int(sql("SELECT id FROM agent_runs WHERE app_id = %d" % app["id"])[0][0])
+    sql("INSERT INTO agent_run_events (run_id, seq, type, payload) VALUES (%d, 1, 'run.accepted', "
+        "'{\"attempt\":1}')" % run_id)
+    lease = float(os.environ.get("KILN_RUNNER_LEASE_S", "4"))
+    try:
+        final = wait_run(token, app["id"], run_id, timeout=lease + 8)
+        assert final["status"] == "completed" and final["attempt"] == 2, final
+        assert get_run(token, busy["id"], other["id"])["status"] == "running"
+    finally:
+        cancel(token, busy["id"], other["id"])
+    wait_run(token, busy["id"], other["id"])
+
+
+class _AppLock:
+    """Holds an app's workspace lock the way a restore does."""
+
+    def __init__(self, app_id):
+        d = os.path.join(ENV["KILN_STATE"], "locks")
+        os.makedirs(d, exist_ok=True)
+        self.fd = os.open(os.path.join(d, "app-%d.lock" % app_id), os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def test_cancel_while_waiting_for_the_workspace_lock():
+    token = org()
+    app = new_app(token)
+    lock = _AppLock(app["id"])
+    try:
+        run = start_run(token, app["id"], "[script:default] blocked %s" % unique("n"))
+        eventually(lambda: get_run(token, app["id"], run["id"])["status"] == "running", what="the claim")
+        time.sleep(1.0)
+        evs, _ = api_events(token, app["id"], run["id"])
+        assert types(evs) == ["run.accepted"], types(evs)  # waiting, nothing done
+        t0 = time.time()
+        assert cancel(token, app["id"], run["id"]).status == 202
+        final = wait_run(token, app["id"], run["id"], timeout=5)
+        assert time.time() - t0 < 2, time.time() - t0
+        assert final["status"] == "cancelled", final
+    finally:
+        lock.release()
+    evs, _ = api_events(token, app["id"], run["id"])
+    assert types(evs) == ["run.accepted", "run.failed"], types(evs)
+    assert evs[1]["payload"]["error"]["code"] == "cancelled" and evs[1]["payload"]["changed_files"] == []
+
+
+def test_the_workspace_is_opened_under_the_lock():
+    token = org()
+    app = new_app(token, {"index.html": "<h1>old</h1>\n"})
+    ws = os.path.join(ENV["KILN_STATE"], "workspaces", str(app["id"]))
+    lock = _AppLock(app["id"])
+    try:
+        run = start_run(token, app["id"], "[script:default] Build a landing page %s" % unique("n"))
+        eventually(lambda: get_run(token, app["id"], run["id"])["status"] == "running", what="the claim")
+        time.sleep(0.5)
+        # what a restore does under the lock: a new tree swapped in
+        os.rename(ws, ws + ".old")
+        os.mkdir(ws)
+        with open(os.path.join(ws, "fresh.txt"), "w") as f:
+            f.write("the restored tree\n")
+    finally:
+        lock.release()
+    final = wait_run(token, app["id"], run["id"])
+    try:
+        assert final["status"] == "completed" and final["revision_id"], final
+        assert os.path.exists(os.path.join(ws, "app.js")) and os.path.exists(os.path.join(ws, "fresh.txt"))
+        assert not os.path.exists(os.path.join(ws + ".old", "app.js")), "the run wrote into the old tree"
+        rev = request("GET", "/admin/apps/%d/revisions/%d" % (app["id"], final["revision_id"]), token=token).json()
+        assert "fresh.txt" in [f["path"] for f in rev["files"]], rev
+    finally:
+        subprocess.run(["rm", "-rf", ws + ".old"], check=True)
+
+
+def _start_writes_then_stop_runners(token, app):
+    """A run that wrote notes.txt and index.html, its runners gone mid-command."""
+    run = start_run(token, app["id"], "[script:write-then-wait] write then wait %s" % unique("n"))
+    s = Stream(token, app["id"], run["id"])
+    _wait_for_tool(s, "run_command")
+    s.close()
+    stack("kill-runner")
+    return run
+
+
+def test_cancel_of_an_orphaned_run_lists_its_changed_files():
+    token = org()
+    app = new_app(token, {"index.html": "<h1>before</h1>\n"})
+    try:
+        run = _start_writes_then_stop_runners(token, app)
+        time.sleep(float(os.environ.get("KILN_RUNNER_LEASE_S", "4")) + 0.5)
+        r = cancel(token, app["id"], run["id"], "keep")
+        assert r.status == 202 and r.json()["status"] == "cancelled", r
+    finally:
+        stack("start-runner")
+    evs, _ = api_events(token, app["id"], run["id"])
+    p = evs[-1]["payload"]
+    assert evs[-1]["type"] == "run.failed" and p["error"]["code"] == "cancelled", evs[-1]
+    assert sorted(p["changed_files"]) == ["index.html", "notes.txt"], p
+
+
+def test_runner_lost_lists_changed_files_and_carries_out_a_pending_rollback():
+    token = org()
+    attempts = int(os.environ.get("KILN_RUNNER_MAX_ATTEMPTS", "3"))
+    for mode in (None, "rollback"):
+        app = new_app(token, {"index.html": "<h1>before</h1>\n"})
+        try:
+            run = _start_writes_then_stop_runners(token, app)
+            # as if every attempt had been lost
+            sql("UPDATE agent_runs SET attempt = %d WHERE id = %d" % (attempts, run["id"]))
+            if mode:
+                assert cancel(token, app["id"], run["id"], mode).status == 202
+                assert get_run(token, app["id"], run["id"])["status"] == "running"  # left to a runner
+        finally:
+            stack("start-runner")
+        final = wait_run(token, app["id"], run["id"], timeout=30)
+        evs, _ = api_events(token, app["id"], run["id"])
+        check_gapless(evs)
+        p = evs[-1]["payload"]
+        preview = request("GET", "/admin/apps/%d/preview" % app["id"], token=token).json()["url"]
+        if not mode:
+            assert final["status"] == "failed" and final["error"]["code"] == "runner_lost", final
+            assert sorted(p["changed_files"]) == ["index.html", "notes.txt"], p
+            assert request("GET", preview + "notes.txt").status == 200
+        else:
+            assert final["status"] == "cancelled" and p["rolled_back"] is True, (final, p)
+            assert request("GET", preview + "notes.txt").status == 404
+            assert request("GET", preview + "index.html").body == b"<h1>before</h1>\n"
+
+
+def _completed_run(script):
+    """A run of script on a new app, streamed to its end, which is run.completed."""
+    token = org()
+    app = new_app(token)
+    run = start_run(token, app["id"], "[script:%s] go %s" % (script, unique("n")))
+    evs = stream_all(token, app["id"], run["id"])
+    assert evs[-1]["type"] == "run.completed", evs[-1]
+    check_gapless(evs)
+    return evs
+
+
+def test_tool_started_arguments_cut_at_any_depth():
+    evs = _completed_run("big-arguments")
+    started = {e["payload"]["tool"]: e["payload"]["arguments"] for e in evs if e["type"] == "tool.started"}
+    assert len(started) == 4, started.keys()
+    for tool, args in started.items():
+        size = len(json.dumps(args, separators=(",", ":"), ensure_ascii=False).encode())
+        assert size <= 16384, (tool, size)
+    argv = started["run_command"]["argv"]
+    assert argv[:2] == ["node", "-e"] and argv[2].startswith("x" * 2000) and argv[2].endswith("… (5000 bytes)")
+    deep = started["write_file"]["meta"]["level1"]["level2"][0]
+    assert deep.startswith("z" * 2000) and deep.endswith("… (3000 bytes)"), deep[-30:]
+    paths = started["list_files"]["paths"]
+    assert paths[:64] == ["p%d" % i for i in range(64)] and paths[64] == "… (936 more items)", paths[60:]
+    wide = started["search_files"]
+    assert len(wide) <= 17 and all(len(v.encode()) < 300 for v in wide.values()), list(wide)[:5]
+
+
+def test_orderly_stops_cost_no_attempt():
+    token = org()
+    app = new_app(token)
+    run = start_run(token, app["id"], "[script:slow] deploy through me %s" % unique("n"))
+    attempts = _stop_every_attempt(token, app["id"], run["id"], lambda: _restart_runners(orderly=True))
+    final = wait_run(token, app["id"], run["id"], timeout=40)
+    assert final["status"] == "completed" and final["attempt"] == attempts + 1, final
+    assert sql("SELECT handbacks FROM agent_runs WHERE id = %d" % run["id"]) == [[str(attempts)]]
+
+
+def test_first_run_on_a_fresh_app_checkpoints_nothing_and_rolls_back_to_empty():
+    token = org()
+    app = new_app(token)
+    run = start_run(token, app["id"], "hi %s" % unique("n"))
+    final = wait_run(token, app["id"], run["id"])
+    assert final["status"] == "completed" and final["revision_id"] is None, final
+    cks = request("GET", "/admin/apps/%d/coding-agent/checkpoints" % app["id"], token=token).json()["items"]
+    assert cks == [], cks  # nothing changed, so no "Changes made outside a run"
+    # A rollback of a run on an app that had no files leaves it with none.
+    run = start_run(token, app["id"], "[script:write-then-wait] write then wait %s" % unique("n"))
+    s = Stream(token, app["id"], run["id"])
+    _wait_for_tool(s, "run_command")
+    assert cancel(token, app["id"], run["id"], "rollback").status == 202
+    p = s.read_to_end()[-1]["data"]["payload"]
+    s.close()
+    assert p["status"] == "cancelled" and p["rolled_back"] is True and p["changed_files"] == [], p
+    assert os.listdir(os.path.join(ENV["KILN_STATE"], "workspaces", str(app["id"]))) == []
+
+
+def test_a_resumed_ending_announces_the_revision_with_its_paths():
+    token = org()
+    app = new_app(token)
+    run = start_run(token, app["id"], "[script:default] Build a landing page %s" % unique("n"))
+    before = stream_all(token, app["id"], run["id"])
+    assert types(before)[-3:] == ["revision.created", "checkpoint.created", "run.completed"]
+    # As if the runner died right after recording the revision: the run's
+    # last three events never written, its lease lapsed.
+    n = len(before)
+    sql("DELETE FROM agent_run_events WHERE run_id = %d AND seq > %d" % (run["id"], n - 3))
+    sql("UPDATE agent_runs SET status = 'running', finished_at = NULL, revision_id = NULL, checkpoint_id = NULL, "
+        "lease_owner = 'gone', lease_expires_at = NOW(3) - INTERVAL 1 SECOND WHERE id = %d" % run["id"])
+    final = wait_run(token, app["id"], run["id"], timeout=20)
+    assert final["status"] == "completed" and final["revision_id"] == before[-1]["payload"]["revision_id"], final
+    after, _ = api_events(token, app["id"], run["id"])
+    check_gapless(after)
+    assert types(after)[n - 3:] == ["run.accepted", "revision.created", "checkpoint.created", "run.completed"]
+    assert after[n - 2]["payload"] == before[-3]["payload"], (after[n - 2], before[-3])
+    assert sorted(after[n - 2]["payload"]["added"]) == ["app.js", "index.html", "style.css"]
+
+
+# ---- streams: the buffer cap, a run that is gone, logs ------------------------------
+
+
+def _stream_log_lines(run_id):
+    with open(os.path.join(ENV["KILN_STATE"], "log", "kiln-api.log"), errors="replace") as f:
+        return [line for line in f if "/runs/%d/stream " % run_id in line]
+
+
+def test_stream_buffer_cap_ends_the_stream_and_the_client_resumes():
+    token = org()
+    app = new_app(token)
+    set_app_profile(app["id"], {"max_steps": 30})
+    os.environ["KILN_STREAM_CHANNEL_MAX_EVENTS"] = "40"
+    try:
+        stack("api-restart")
+        run = start_run(token, app["id"], "[script:many-steps] thirty %s" % unique("n"))
+        got, connections, last = [], 0, None
+        while not got or got[-1]["type"] not in TERMINAL:
+            connections += 1
+            assert connections < 10, len(got)
+            part = stream_all(token, app["id"], run["id"], last_event_id=last)
+            assert 0 < len(part) <= 40, len(part)  # a channel holds at most the cap
+            got += part
+            last = got[-1]["seq"]
+    finally:
+        del os.environ["KILN_STREAM_CHANNEL_MAX_EVENTS"]
+        stack("api-restart")
+    check_gapless(got)
+    assert connections >= 3 and got[-1]["type"] == "run.completed", (connections, types(got)[-3:])
+    pages, _ = api_events(token, app["id"], run["id"])
+    assert pages == got
+    # one line per stream request: method, path, status, duration and how it ended
+    lines = _stream_log_lines(run["id"])
+    assert len(lines) == connections, lines
+    assert all(re.search(r"kiln-stream\[\d+\] info: GET /admin/apps/%d/coding-agent/runs/%d/stream 200 \d+ms "
+                         % (app["id"], run["id"]), line) for line in lines), lines
+    assert sum("channel failed" in line for line in lines) == connections - 1, lines
+    assert "terminal event" in lines[-1], lines[-1]
+
+
+def test_stream_of_a_run_that_is_gone_ends():
+    token = org()
+    app = new_app(token)
+    stack("kill-runner")  # it stays queued: nothing else ends the stream
+    try:
+        run = start_run(token, app["id"], "[script:slow] never runs %s" % unique("n"))
+        s = Stream(token, app["id"], run["id"])
+        assert s.next()["data"]["type"] == "run.accepted"
+        t0 = time.time()
+        sql("DELETE FROM agent_runs WHERE id = %d" % run["id"])
+        assert s.read_to_end() == []
+        s.close()
+        assert time.time() - t0 < 3, time.time() - t0
+    finally:
+        stack("start-runner")
+    s = Stream(token, app["id"], run["id"], last_event_id=1)
+    assert s.status == 404
+    s.close()
+    lines = _stream_log_lines(run["id"])
+    assert len(lines) == 2 and "channel failed" in lines[0] and " 404 " in lines[1], lines
+
+
+# ---- listing, coalescing, secrets --------------------------------------------------
+
+
+def test_list_runs_newest_first_with_a_cursor():
+    token = org()
+    app = new_app(token)
+    ids = []
+    for i in range(5):
+        run = start_run(token, app["id"], "hi number %d %s" % (i, unique("n")))
+        wait_run(token, app["id"], run["id"])
+        ids.append(run["id"])
+    seen, cursor, pages = [], None, 0
+    while True:
+        q = "?limit=2" + ("&cursor=" + cursor if cursor else "")
+        r = request("GET", runs_path(app["id"]) + q, token=token)
+        assert r.status == 200, r
+        page = r.json()
+        pages += 1
+        assert len(page["items"]) <= 2
+        seen += [x["id"] for x in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == sorted(ids, reverse=True) and pages == 3, (seen, pages)
+    whole = request("GET", runs_path(app["id"]), token=token).json()
+    assert [x["id"] for x in whole["items"]] == seen and whole["next_cursor"] is None
+    expect_error(request("GET", runs_path(app["id"]) + "?cursor=abc", token=token), 422, "invalid_field")
+
+
+def test_long_answer_deltas_are_coalesced_and_text_intact():
+    evs = _completed_run("long-answer")
+    with open(os.path.join(SCRIPTS, "long-answer.json")) as f:
+        first = json.load(f)["steps"][0]
+    chunks = -(-len(first["text"]) // first.get("chunk_size", 8))
+    deltas = [e for e in evs if e["type"] == "assistant.delta" and e["payload"]["message_index"] == 0]
+    assert "".join(d["payload"]["text"] for d in deltas) == first["text"]
+    assert chunks >= 400 and len(deltas) * 10 <= chunks, (len(deltas), chunks)
+
+
+def test_zz_logs_hold_neither_the_api_key_nor_the_db_password():
+    # Named to run last in this module: the logs then hold every run above,
+    # faults and retries included.
+    key = os.environ.get("KILN_MODEL_API_KEY")
+    with open(ENV["KILN_CONFIG"]) as f:
+        password = re.search(r"^db_password = (\S+)$", f.read(), re.M).group(1)
+    assert key and len(password) >= 16
+    logs = glob.glob(os.path.join(ENV["KILN_STATE"], "log", "*.log"))
+    names = {os.path.basename(p) for p in logs}
+    assert {"kiln-runner.log", "kiln-api.log", "model.log"} <= names, names
+    for path in logs:
+        with open(path, "rb") as f:
+            text = f.read()
+        assert text or not path.endswith(("kiln-runner.log", "kiln-api.log")), path
+        assert key.encode() not in text, "the API key is in %s" % path
+        assert password.encode() not in text, "the database password is in %s" % path
+    # the key was in use: the model saw it on every request
+    with open(os.path.join(ENV["KILN_STATE"], "stack.kiln-env")) as f:
+        assert key in f.read()
 
 
 # ---- bad input -------------------------------------------------------------

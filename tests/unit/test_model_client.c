@@ -768,6 +768,70 @@ static void test_401_not_retried(void)
 	json_object_put(req);
 }
 
+/* A provider that finishes but never says [DONE] nor closes: with the
+ * usage in, the response is whole at once; without it, after a short wait,
+ * never the stall timeout. */
+static void test_finish_without_done(void)
+{
+	static const struct {
+		const char *script;
+		int with_usage;
+		int64_t min_ms, max_ms;
+	} cases[] = { { "linger", 1, 0, 1000 }, { "linger-no-usage", 0, 1900, 3500 } };
+	struct model_config cfg;
+	struct model_response r;
+	struct model_error err;
+	struct seen s;
+	size_t i;
+
+	if (!server_up)
+		return;
+	for (i = 0; i < ARRAY_SIZE(cases); i++) {
+		json_object *req = make_request(cases[i].script, 0), *step = script_step(cases[i].script, 0, 0);
+		int64_t t0 = mono_ms(), took;
+
+		test_config(&cfg);
+		cfg.idle_timeout_ms = 15000;
+		CHECK(stream(&cfg, req, &s, &r, &err) == 0);
+		took = mono_ms() - t0;
+		CHECK(took >= cases[i].min_ms && took < cases[i].max_ms);
+		CHECK_STR(r.content.buf, step_text(step));
+		CHECK_STR(r.finish_reason, "stop");
+		CHECK(r.has_usage == cases[i].with_usage);
+		CHECK(r.attempts == 1 && s.retries == 0);
+		model_response_release(&r);
+		strbuf_release(&s.text);
+		json_object_put(req);
+		json_object_put(step);
+	}
+}
+
+/* finish_reason comes through as sent, for the agent to judge. */
+static void test_finish_reasons_reported(void)
+{
+	static const char *const scripts[][2] = { { "truncated-tool-call", "length" },
+						   { "content-filter", "content_filter" } };
+	struct model_config cfg;
+	struct model_response r;
+	struct model_error err;
+	struct seen s;
+	size_t i;
+
+	if (!server_up)
+		return;
+	for (i = 0; i < ARRAY_SIZE(scripts); i++) {
+		json_object *req = make_request(scripts[i][0], 0);
+
+		test_config(&cfg);
+		CHECK(stream(&cfg, req, &s, &r, &err) == 0);
+		CHECK_STR(r.finish_reason, scripts[i][1]);
+		CHECK(r.ncalls == 1);
+		model_response_release(&r);
+		strbuf_release(&s.text);
+		json_object_put(req);
+	}
+}
+
 static void test_stall_times_out(void)
 {
 	struct model_config cfg;
@@ -1008,6 +1072,8 @@ int main(void)
 	RUN(test_400_not_retried);
 	RUN(test_401_not_retried);
 	RUN(test_stall_times_out);
+	RUN(test_finish_without_done);
+	RUN(test_finish_reasons_reported);
 	RUN(test_cutoff_truncated);
 	RUN(test_malformed);
 	RUN(test_should_abort);
