@@ -10,6 +10,8 @@
  *                              at a time (runner, restore, upload, revert)
  *   app_lock_wait              the same, waiting: cancellable and bounded
  *   app_workspace_open         the workspace with the configured limits
+ *   app_ignored_dirs           the configured ignored_dirs names
+ *   app_workspace_recover      kept folders a crashed restore held, put back
  *   app_ckpt_store_open        the checkpoint store with limits that fit
  *                              every workspace the ws_* limits allow
  *   app_snapshot               workspace -> archive -> revision + checkpoint
@@ -48,6 +50,14 @@ int app_lock(const struct config *cfg, int64_t app_id, int wait);
 int app_lock_wait(const struct config *cfg, int64_t app_id, const volatile sig_atomic_t *cancel,
 		  int64_t timeout_ms);
 void app_unlock(int fd);
+/* ignored_dirs allows at most this many names (more are not honoured). */
+#define APP_MAX_IGNORED_DIRS 32
+/* The names of cfg->ignored_dirs, split in buf: names[0..n), NULL after. */
+size_t app_ignored_dirs(const struct config *cfg, struct strbuf *buf, const char **names, size_t max);
+/* Puts back the ignored folders an interrupted restore left in its holding
+ * folder (call with the app lock held); 0, or -1 with err (logged only by
+ * callers: the workspace itself is whole either way). */
+int app_workspace_recover(const struct config *cfg, int64_t app_id, struct strbuf *err);
 int app_workspace_open(const struct config *cfg, int64_t app_id, struct workspace *ws,
 		       struct strbuf *err);
 void ws_limits_from_config(const struct config *cfg, struct ws_limits *lim);
@@ -73,6 +83,8 @@ struct snapshot_result {
 	json_object *added, *changed_paths, *deleted; /* owned; arrays of paths */
 	unsigned file_count;
 	uint64_t total_size;
+	int store_errno;         /* on failure: why the archive was not written
+				  * (ENOSPC: the checkpoint store is full), else 0 */
 };
 
 /* Caller holds the app lock. 0 or -1 (err says why; db->errnum for DB). */

@@ -7,8 +7,10 @@
 
 #include "agent_thread.h"
 #include "appstate.h"
+#include "ckpt_crash.h"
 #include "ckpt_restore.h"
 #include "ckpt_store.h"
+#include "ckpt_summary.h"
 #include "cmdpolicy.h"
 #include "cmdtool.h"
 #include "config.h"
@@ -465,8 +467,8 @@ static int run_one_tool(struct run_ctx *rc, int step, const char *call_id, const
 		tool_error_set(&terr, "unknown_tool", "tool '%.100s' is not available", name);
 	} else if (!strcmp(name, "run_command")) {
 		rc->commands++;
-		rc_tool = cmdtool_call(&rc->policy, &rc->sandbox, rc->ws.root, args, rc->cancel, &result,
-				       &summary, &terr);
+		rc_tool = cmdtool_run(&rc->policy, &rc->sandbox, &rc->ws, args, rc->cancel, &result,
+				      &summary, &terr);
 	} else if (filetool_exists(name)) {
 		rc_tool = filetool_call(&rc->ws, name, args, &result, &summary, &terr);
 		if (rc_tool == 0 && (!strcmp(name, "write_file") || !strcmp(name, "rename_file")))
@@ -654,6 +656,37 @@ static const char *response_cut(const struct run_ctx *rc, const struct model_res
 
 /* ---- endings ------------------------------------------------------------- */
 
+/* After a rollback's restore: if the draft moved on since the run began (an
+ * earlier attempt recorded the run's revision before its runner died), the
+ * files are the base's but the draft is the run's. Record the rollback as
+ * a restore then, so the draft (what publish builds) matches the files
+ * again; with the draft still at the base nothing differs and nothing is
+ * recorded. */
+static int record_rollback(struct run_ctx *rc, struct strbuf *err)
+{
+	struct snapshot_req req;
+	struct snapshot_result res;
+	struct strbuf label = STRBUF_INIT;
+	int ret;
+
+	memset(&req, 0, sizeof(req));
+	memset(&res, 0, sizeof(res));
+	strbuf_addf(&label, "Rollback of run %lld", (long long)rc->run_id);
+	req.app_id = rc->app_id;
+	req.origin = "restore";
+	req.ckpt_type = "restore";
+	req.label = label.buf;
+	req.summary = "the cancelled run's changes undone";
+	req.only_if_changed = 1;
+	ret = app_snapshot(&rc->db, &rc->ckpts, rc->cfg, &req, &res, err);
+	if (ret == 0 && res.changed)
+		log_info("run %lld: rollback recorded as revision %lld", (long long)rc->run_id,
+			 (long long)res.revision_id);
+	snapshot_result_release(&res);
+	strbuf_release(&label);
+	return ret;
+}
+
 /* Puts the workspace back to what it was before the run: its base
  * checkpoint, or no files at all for an app that had none. */
 static int rollback_workspace(struct run_ctx *rc, struct strbuf *err)
@@ -682,7 +715,7 @@ static int rollback_workspace(struct run_ctx *rc, struct strbuf *err)
 		rc->ws_open = app_workspace_open(rc->cfg, rc->app_id, &rc->ws, &e2) == 0;
 	}
 	strbuf_release(&e2);
-	return 0;
+	return record_rollback(rc, err);
 }
 
 /* What differs from the run's base revision now; an empty list (logged)
@@ -849,7 +882,12 @@ static int finish_completed(struct run_ctx *rc, int steps, const char *outcome, 
 	strbuf_add(&label, input, ws_utf8_prefix(input, line, 80));
 	if (label.len < line)
 		strbuf_addstr(&label, "…");
-	run_summary(rc, &summary);
+	/* what the run did, in one line, from its durable events (so a resumed
+	 * attempt still names what earlier ones did); counts if that fails */
+	if (ckpt_summary_of_run(&rc->db, rc->run_id, &summary) < 0 || !summary.len) {
+		strbuf_reset(&summary);
+		run_summary(rc, &summary);
+	}
 	/* An earlier attempt may already have recorded the revision. */
 	if (db_query(&rc->db, &r, "SELECT id, checkpoint_id, parent_id FROM app_revisions WHERE run_id = ? "
 				  "ORDER BY id DESC LIMIT 1", "i", rc->run_id) < 0) {
@@ -877,6 +915,8 @@ static int finish_completed(struct run_ctx *rc, int steps, const char *outcome, 
 				      "the run's changes could not be recorded; they are still in the workspace");
 			goto out;
 		}
+		/* the revision is the draft now, no event says so yet */
+		ckpt_crash_point("run_recorded", 1);
 	}
 	if (res.changed && announce_revision(rc, &res, label.buf, summary.buf) < 0)
 		goto out;
@@ -979,6 +1019,11 @@ static int lock_workspace(struct run_ctx *rc, struct strbuf *err)
 		strbuf_addf(err, "the app's workspace lock: %s", strerror(saved));
 		errno = saved;
 		return -1;
+	}
+	/* a restore killed mid-swap may still hold ignored folders aside */
+	if (app_workspace_recover(rc->cfg, rc->app_id, err) < 0) {
+		log_warn("run %lld: %s", (long long)rc->run_id, err->buf);
+		strbuf_reset(err);
 	}
 	if (app_workspace_open(rc->cfg, rc->app_id, &rc->ws, err) < 0) {
 		errno = EIO;

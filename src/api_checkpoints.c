@@ -165,20 +165,6 @@ static json_object *delta_json(const struct manifest *from, const struct manifes
 }
 
 /* The ignored_dirs names of the configuration (at most max), in buf. */
-static size_t config_ignored(const struct config *cfg, struct strbuf *buf,
-			     const char **names, size_t max)
-{
-	size_t n = 0;
-	char *save = NULL;
-
-	strbuf_addstr(buf, cfg->ignored_dirs);
-	for (char *p = strtok_r(buf->buf, ",", &save); p && n < max; p = strtok_r(NULL, ",", &save))
-		if (*p)
-			names[n++] = p;
-	names[n] = NULL;
-	return n;
-}
-
 /*
  * Exactly what restoring target does to the workspace: the tracked files
  * added, changed and deleted, the ignored folders kept, and the untracked
@@ -194,7 +180,7 @@ static json_object *restore_plan(struct rctx *c, const struct app_row *app,
 	struct manifest current;
 	struct tool_error why;
 	struct ckpt_keep keep;
-	const char *dropped[33];
+	const char *kept_extra[APP_MAX_IGNORED_DIRS + 1];
 	json_object *o = NULL;
 	int rc;
 
@@ -206,11 +192,11 @@ static json_object *restore_plan(struct rctx *c, const struct app_row *app,
 		respond_db_error(c);
 		goto out;
 	}
-	/* the restore path keeps the built-in ignored folders; the configured
-	 * ones are in no manifest either, so they are removed with the tree */
-	config_ignored(c->svc->cfg, &names, dropped, ARRAY_SIZE(dropped) - 1);
+	/* the restore keeps the configured ignored folders as it keeps the
+	 * built-in ones */
+	app_ignored_dirs(c->svc->cfg, &names, kept_extra, APP_MAX_IGNORED_DIRS);
 	app_workspace_path(c->svc->cfg, app->id, &wsdir);
-	if (ckpt_keep_scan(wsdir.buf, NULL, dropped, &keep, &err) < 0) {
+	if (ckpt_keep_scan(wsdir.buf, kept_extra, NULL, &keep, &err) < 0) {
 		log_error("restore plan of app %lld: %s", (long long)app->id, err.buf);
 		respond_error(c, 500, "workspace_unavailable", "the app's workspace cannot be read");
 		goto out;
@@ -324,7 +310,7 @@ out:
 
 void h_checkpoint_restore(struct rctx *c)
 {
-	struct strbuf err = STRBUF_INIT, label = STRBUF_INIT, wsdir = STRBUF_INIT;
+	struct strbuf err = STRBUF_INIT, label = STRBUF_INIT;
 	struct manifest target;
 	struct app_row app;
 	struct ckpt_row ck;
@@ -342,8 +328,7 @@ void h_checkpoint_restore(struct rctx *c)
 	ckpt_crash_point("restore", 1);
 	/* kept folders an interrupted restore still holds go back first, so
 	 * the plan sees the workspace the restore will start from */
-	app_workspace_path(c->svc->cfg, app.id, &wsdir);
-	if (ckpt_swap_recover(wsdir.buf, &err) < 0)
+	if (app_workspace_recover(c->svc->cfg, app.id, &err) < 0)
 		log_error("restore of app %lld: %s", (long long)app.id, err.buf);
 	strbuf_reset(&err);
 	if (load_manifest(c, &ck, &target, 1) < 0)
@@ -375,7 +360,6 @@ out:
 	json_object_put(plan);
 	strbuf_release(&err);
 	strbuf_release(&label);
-	strbuf_release(&wsdir);
 }
 
 void h_checkpoint_revert_file(struct rctx *c)

@@ -446,6 +446,9 @@ void h_revisions_create(struct rctx *c)
 			log_error("upload to app %lld not undone: %s", (long long)app.id, err.buf);
 		if (db_is_unavailable(&c->svc->db))
 			respond_db_error(c);
+		else if (res.store_errno == ENOSPC || res.store_errno == EDQUOT)
+			respond_error(c, 507, "insufficient_storage",
+				      "the checkpoint store is full; the upload was not recorded");
 		else
 			respond_error(c, 500, "snapshot_failed", "the upload could not be recorded");
 		goto out;

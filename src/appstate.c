@@ -135,24 +135,43 @@ int app_ckpt_store_open(const struct config *cfg, struct ckpt_store *st, struct 
 	return rc;
 }
 
+size_t app_ignored_dirs(const struct config *cfg, struct strbuf *buf, const char **names, size_t max)
+{
+	size_t n = 0;
+	char *p, *save = NULL;
+
+	strbuf_reset(buf);
+	strbuf_addstr(buf, cfg->ignored_dirs);
+	for (p = strtok_r(buf->buf, ",", &save); p && n < max; p = strtok_r(NULL, ",", &save))
+		if (*p)
+			names[n++] = p;
+	names[n] = NULL;
+	return n;
+}
+
+int app_workspace_recover(const struct config *cfg, int64_t app_id, struct strbuf *err)
+{
+	struct strbuf wsdir = STRBUF_INIT;
+	int ret;
+
+	app_workspace_path(cfg, app_id, &wsdir);
+	ret = ckpt_swap_recover(wsdir.buf, err);
+	strbuf_release(&wsdir);
+	return ret;
+}
+
 int app_workspace_open(const struct config *cfg, int64_t app_id, struct workspace *ws,
 		       struct strbuf *err)
 {
 	struct strbuf path = STRBUF_INIT, names = STRBUF_INIT;
 	struct ws_limits lim;
-	const char *ignored[33];
-	size_t n = 0;
-	char *p, *save = NULL;
+	const char *ignored[APP_MAX_IGNORED_DIRS + 1];
 	int ret;
 
 	app_workspace_path(cfg, app_id, &path);
 	mkdir_p(path.buf, 0755);
 	ws_limits_from_config(cfg, &lim);
-	strbuf_addstr(&names, cfg->ignored_dirs);
-	for (p = strtok_r(names.buf, ",", &save); p && n < 32; p = strtok_r(NULL, ",", &save))
-		if (*p)
-			ignored[n++] = p;
-	ignored[n] = NULL;
+	app_ignored_dirs(cfg, &names, ignored, APP_MAX_IGNORED_DIRS);
 	ret = workspace_open(ws, path.buf, &lim, ignored, err);
 	strbuf_release(&path);
 	strbuf_release(&names);
@@ -306,7 +325,9 @@ int app_changed_files(struct db *db, const struct config *cfg, int64_t app_id, i
 		ws = &own;
 		opened = 1;
 	}
-	if (manifest_build(ws, &now, &terr) < 0) {
+	/* a failed run's changes are listed most of all when a command
+	 * filled the workspace past its limits */
+	if (manifest_build_ex(ws, MANIFEST_OVER_LIMITS, &now, &terr) < 0) {
 		strbuf_addf(err, "%s: %s", terr.code, terr.message);
 		goto out;
 	}
@@ -444,8 +465,10 @@ int app_snapshot(struct db *db, struct ckpt_store *st, const struct config *cfg,
 				have_base ? base.sha256 : NULL, open_in_workspace, &opener, &info, err);
 		if (rc == 0)
 			break;
-		if (rc != -EAGAIN || tries >= 3)
+		if (rc != -EAGAIN || tries >= 3) {
+			out->store_errno = -rc;
 			goto out;
+		}
 	}
 	out->parent_id = parent_id;
 	set_delta_paths(out, &delta);
@@ -526,7 +549,8 @@ static void remove_stale_staging(const struct config *cfg, int64_t app_id)
 int app_workspace_restore(const struct config *cfg, struct ckpt_store *st, int64_t app_id,
 			  const struct ckpt_row *ck, struct strbuf *err)
 {
-	struct strbuf staging = STRBUF_INIT, wsdir = STRBUF_INIT;
+	struct strbuf staging = STRBUF_INIT, wsdir = STRBUF_INIT, names = STRBUF_INIT;
+	const char *ignored[APP_MAX_IGNORED_DIRS + 1];
 	unsigned char rnd[6];
 	char hex[13];
 	int ret = -1;
@@ -546,7 +570,9 @@ int app_workspace_restore(const struct config *cfg, struct ckpt_store *st, int64
 		strbuf_addf(err, "cannot create %s: %s", staging.buf, strerror(errno));
 		goto fail;
 	}
-	if (ckpt_swap_into(wsdir.buf, staging.buf, err) < 0)
+	/* every ignored folder, configured ones too, survives the swap */
+	app_ignored_dirs(cfg, &names, ignored, APP_MAX_IGNORED_DIRS);
+	if (ckpt_swap_into_keeping(wsdir.buf, staging.buf, ignored, err) < 0)
 		goto fail;
 	ret = 0;
 	goto out;
@@ -555,5 +581,6 @@ fail:
 out:
 	strbuf_release(&staging);
 	strbuf_release(&wsdir);
+	strbuf_release(&names);
 	return ret;
 }

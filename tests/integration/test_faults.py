@@ -433,8 +433,7 @@ def test_full_checkpoint_disk_fails_cleanly_and_damages_nothing():
         assert failed["changed_files"], failed  # the run's work is still in the workspace
         # an upload cannot be recorded either: a JSON error, nothing stored
         r = request("POST", "/admin/apps/%d/revisions" % aid, {"files": {"index.html": "<h1>three</h1>"}}, token=token)
-        assert r.status >= 500, r
-        expect_error(r, r.status, "snapshot_failed")
+        expect_error(r, 507, "insufficient_storage")
         assert request("GET", "/admin/apps/%d" % aid, token=token).json()["draft_revision_id"] == draft
         assert _sql_counts(st) == rows
         assert st.archives() == archives, "an archive stored before changed"
@@ -466,3 +465,43 @@ def _sql_counts(st):
     return subprocess.run(["mariadb", "--no-defaults", "-S", sock, "-u", "root", "-N", "kiln", "-e",
                            "SELECT (SELECT COUNT(*) FROM app_revisions), (SELECT COUNT(*) FROM checkpoints)"],
                           capture_output=True, text=True, check=True).stdout
+
+
+def test_rollback_after_the_run_revision_was_recorded_moves_the_draft_back():
+    # The runner dies just after the run's revision became the draft, before
+    # any event said so; the user then cancels with rollback. The resumed
+    # attempt must undo the files AND the draft, or a publish would build
+    # the files the user rolled back.
+    _, token = new_org()
+    app = new_app(token, {"index.html": "<h1>before</h1>"})
+    aid = app["id"]
+    base_draft = app["draft_revision_id"]
+    before = workspace_manifest(aid)
+    stack("kill-runner")
+    # the run's child dies with its runner: nobody resumes it before the cancel
+    armed = dict(os.environ, KILN_CRASH_POINT="run_recorded:1:parent")
+    subprocess.run([os.path.join(ENV["ROOT"], "tools", "stack"), "start-runner", ENV["KILN_STATE"]],
+                   check=True, timeout=120, capture_output=True, env=armed)
+    try:
+        run_id = start_run(token, aid, "[script:default] build it")
+        eventually(lambda: request("GET", "/admin/apps/%d" % aid, token=token).json()["draft_revision_id"]
+                   != base_draft, timeout=60, what="the run's revision to become the draft")
+    finally:
+        stack("kill-runner")  # gone already; this clears its pid file
+    run = request("GET", "/admin/apps/%d/coding-agent/runs/%d" % (aid, run_id), token=token).json()
+    assert run["status"] == "running", run
+    r = request("POST", "/admin/apps/%d/coding-agent/runs/%d/cancel" % (aid, run_id), {"mode": "rollback"},
+                token=token)
+    assert r.status in (200, 202), r
+    stack("start-runner")
+    wait_terminal(token, aid, run_id)
+    run = assert_run_log_sound(token, aid, run_id)
+    assert run["status"] == "cancelled", run
+    assert events(token, aid, run_id)[-1]["payload"]["rolled_back"] is True
+    # the files are the ones from before the run, and so is the draft
+    assert workspace_manifest(aid) == before
+    assert draft_manifest(token, aid) == before
+    draft = request("GET", "/admin/apps/%d" % aid, token=token).json()["draft_revision_id"]
+    rev = request("GET", "/admin/apps/%d/revisions/%d" % (aid, draft), token=token).json()
+    assert rev["origin"] == "restore", rev
+    assert not workspace_problems(token, aid, [run_id])
