@@ -55,6 +55,7 @@ struct config {
 	char *db_password;
 	char *db_name;
 	int64_t db_connect_retries;
+	int64_t db_io_timeout_s;
 	char *model_base_url;
 	char *model_api_key;
 	char *model;

@@ -33,6 +33,7 @@ struct db {
 	char errmsg[512];
 	uint64_t last_insert_id;
 	int in_txn;
+	int64_t connect_failed_ms; /* monotonic time of the last failed reconnect */
 };
 
 #include "strbuf.h"

@@ -55,6 +55,7 @@ static const struct config_key keys[] = {
 	SS(db_password, "", NULL),
 	S(db_name, "kiln"),
 	I(db_connect_retries, 3, 0, 100),
+	I(db_io_timeout_s, 180, 10, 86400),
 	SE(model_base_url, "http://127.0.0.1:9400/v1", "KILN_MODEL_BASE_URL"),
 	SS(model_api_key, "", "KILN_MODEL_API_KEY"),
 	SE(model, "kiln-scripted", "KILN_MODEL"),

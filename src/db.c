@@ -85,7 +85,7 @@ static int db_open(struct db *db)
 {
 	const struct config *cfg = db->cfg;
 	MYSQL *m = mysql_init(NULL);
-	unsigned int timeout = 5;
+	unsigned int timeout = 5, io_timeout = (unsigned)cfg->db_io_timeout_s;
 	my_bool off = 0;
 
 	if (!m) {
@@ -93,6 +93,10 @@ static int db_open(struct db *db)
 		return -1;
 	}
 	mysql_options(m, MYSQL_OPT_CONNECT_TIMEOUT, &timeout);
+	/* a connection that hangs (a network gone silent) fails the statement
+	 * instead of holding a worker or a run for ever */
+	mysql_options(m, MYSQL_OPT_READ_TIMEOUT, &io_timeout);
+	mysql_options(m, MYSQL_OPT_WRITE_TIMEOUT, &io_timeout);
 	mysql_options(m, MYSQL_SET_CHARSET_NAME, "utf8mb4");
 	/* Reconnecting behind our back would silently drop prepared statements
 	 * and transactions; we reconnect ourselves, visibly. */
@@ -150,13 +154,26 @@ static int is_conn_lost(unsigned e)
 	       e == ER_SERVER_SHUTDOWN || e == CR_COMMANDS_OUT_OF_SYNC;
 }
 
+/* Within this long of a failed connect, requests answer at once instead of
+ * each waiting out its own connect timeout against a host that is down. */
+#define DB_RECONNECT_QUIET_MS 1000
+
 static int db_reconnect(struct db *db)
 {
+	int64_t now = mono_ms();
+
 	cache_clear(db);
 	if (db->conn)
 		mysql_close(db->conn);
 	db->conn = NULL;
-	return db_open(db);
+	if (db->connect_failed_ms && now - db->connect_failed_ms < DB_RECONNECT_QUIET_MS)
+		return -1; /* the error of that attempt stands */
+	if (db_open(db) < 0) {
+		db->connect_failed_ms = now;
+		return -1;
+	}
+	db->connect_failed_ms = 0;
+	return 0;
 }
 
 int db_ping(struct db *db)
