@@ -507,8 +507,12 @@ rollback:
 dberr:
 	strbuf_addf(err, "database: %s", db->errmsg);
 out:
-	if (ret < 0)
+	if (ret < 0) {
+		int why = out->store_errno;
+
 		snapshot_result_release(out);
+		out->store_errno = why;
+	}
 	if (have_delta)
 		manifest_delta_release(&delta);
 	json_object_put(mjson);

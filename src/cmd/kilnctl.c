@@ -7,7 +7,7 @@
  *   kilnctl token create ORG_SLUG [--name N] [--expires-days D] | token list
  *   kilnctl token revoke ID | token revoke ORG_SLUG PREFIX|TOKEN
  *   kilnctl app list [ORG_SLUG]
- *   kilnctl checkpoint verify | checkpoint gc [--dry-run]
+ *   kilnctl checkpoint verify [--app ID] | checkpoint gc [--dry-run]
  *   kilnctl doctor
  *   kilnctl config | routes | --help
  */
@@ -271,7 +271,7 @@ static void usage(FILE *to)
 	      "                                  (kiln_ and 8 hex digits) or that whole token\n"
 	      "  token list\n"
 	      "  app list [ORG_SLUG]\n"
-	      "  checkpoint verify | checkpoint gc [--dry-run]\n"
+	      "  checkpoint verify [--app ID] | checkpoint gc [--dry-run]\n"
 	      "  doctor                          check database and sandbox\n"
 	      "  config                          print the effective configuration\n"
 	      "  routes                          print the API's route table\n"

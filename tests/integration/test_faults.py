@@ -387,6 +387,8 @@ class PrivateStack:
                 if SANITIZER_REPORT.search(open(os.path.join(logs, n), errors="replace").read())]
 
     def __exit__(self, *exc):
+        if exc[0] and os.environ.get("KILN_KEEP_FAILED_LOGS"):
+            shutil.copytree(os.path.join(self.dir, "log"), "/tmp/exp/private-logs", dirs_exist_ok=True)
         try:
             subprocess.run([self.tool, "stop", self.dir], capture_output=True, timeout=120)
         finally:
