@@ -387,8 +387,11 @@ class PrivateStack:
                 if SANITIZER_REPORT.search(open(os.path.join(logs, n), errors="replace").read())]
 
     def __exit__(self, *exc):
-        if exc[0] and os.environ.get("KILN_KEEP_FAILED_LOGS"):
-            shutil.copytree(os.path.join(self.dir, "log"), "/tmp/exp/private-logs", dirs_exist_ok=True)
+        if exc[0]:  # what the private stack logged goes where the suite's logs go
+            out = os.environ.get("KILN_TEST_OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                                  "..", "out")
+            shutil.copytree(os.path.join(self.dir, "log"), os.path.join(out, "logs", "private-stack"),
+                            dirs_exist_ok=True)
         try:
             subprocess.run([self.tool, "stop", self.dir], capture_output=True, timeout=120)
         finally:
