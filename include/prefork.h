@@ -41,6 +41,7 @@ struct worker_slot {
 	int pool;
 	int state;                       /* enum slot_state in prefork.c */
 	volatile int64_t busy_since_ms;  /* monotonic; 0 = idle */
+	volatile int stop_asked;         /* set by the master just before its SIGTERM */
 	volatile int64_t extra_ms;       /* this request's allowance beyond the timeout */
 	volatile uint64_t requests;
 	int64_t started_ms;

@@ -20,6 +20,7 @@ struct db_result;
 	"id, app_id, status, input, client_request_id, attempt, created_at, started_at, "    \
 	"finished_at, error_code, error_message, prompt_tokens, completion_tokens, "          \
 	"base_revision_id, revision_id, checkpoint_id, request_sha256, cancel_requested"
+#define RUN_NCOLUMNS 18
 
 struct jsonw;
 /* One row of RUN_COLUMNS as the API's run object. */

@@ -45,10 +45,9 @@ static const char *second_text(time_t sec)
 	return text;
 }
 
-static __attribute__((format(printf, 2, 0))) void log_emit(const char *level, const char *fmt,
-							 va_list ap)
+/* "<time> <prog>[pid] <level>: " */
+static void record_start(struct strbuf *sb, const char *level)
 {
-	struct strbuf sb = STRBUF_INIT;
 	struct timespec now;
 	char ms[4];
 
@@ -57,24 +56,46 @@ static __attribute__((format(printf, 2, 0))) void log_emit(const char *level, co
 	ms[1] = (char)('0' + now.tv_nsec / 10000000 % 10);
 	ms[2] = (char)('0' + now.tv_nsec / 1000000 % 10);
 	ms[3] = '\0';
-	strbuf_grow(&sb, 160);
-	strbuf_addstr(&sb, second_text(now.tv_sec));
-	strbuf_addch(&sb, '.');
-	strbuf_addstr(&sb, ms);
-	strbuf_addstr(&sb, "Z ");
-	strbuf_addstr(&sb, log_prog);
-	strbuf_addch(&sb, '[');
-	strbuf_add_int64(&sb, log_pid ? log_pid : getpid());
-	strbuf_addstr(&sb, "] ");
-	strbuf_addstr(&sb, level);
-	strbuf_addstr(&sb, ": ");
-	strbuf_vaddf(&sb, fmt, ap);
-	strbuf_addch(&sb, '\n');
-	/* one write(2) per record so lines from many processes do not interleave */
-	if (write(STDERR_FILENO, sb.buf, sb.len) < 0) {
+	strbuf_grow(sb, 160);
+	strbuf_addstr(sb, second_text(now.tv_sec));
+	strbuf_addch(sb, '.');
+	strbuf_addstr(sb, ms);
+	strbuf_addstr(sb, "Z ");
+	strbuf_addstr(sb, log_prog);
+	strbuf_addch(sb, '[');
+	strbuf_add_int64(sb, log_pid ? log_pid : getpid());
+	strbuf_addstr(sb, "] ");
+	strbuf_addstr(sb, level);
+	strbuf_addstr(sb, ": ");
+}
+
+/* one write(2) per record so lines from many processes do not interleave */
+static void record_write(struct strbuf *sb)
+{
+	strbuf_addch(sb, '\n');
+	if (write(STDERR_FILENO, sb->buf, sb->len) < 0) {
 		/* nowhere left to report it */
 	}
-	strbuf_release(&sb);
+	strbuf_release(sb);
+}
+
+static __attribute__((format(printf, 2, 0))) void log_emit(const char *level, const char *fmt,
+							 va_list ap)
+{
+	struct strbuf sb = STRBUF_INIT;
+
+	record_start(&sb, level);
+	strbuf_vaddf(&sb, fmt, ap);
+	record_write(&sb);
+}
+
+void log_info_text(const char *text, size_t len)
+{
+	struct strbuf sb = STRBUF_INIT;
+
+	record_start(&sb, "info");
+	strbuf_add(&sb, text, len);
+	record_write(&sb);
 }
 
 #define LOG_FN(name, level)                     \

@@ -123,6 +123,14 @@ fail:
 	return -1;
 }
 
+/* The flag lets a busy worker see the request between two requests without
+ * a system call; the signal wakes one that waits for work. */
+static void ask_to_stop(struct worker_slot *slot)
+{
+	slot->stop_asked = 1;
+	kill(slot->pid, SIGTERM);
+}
+
 static void on_worker_signal(int sig)
 {
 	(void)sig;
@@ -132,7 +140,11 @@ static void on_worker_signal(int sig)
 static pid_t spawn_worker(struct pool_spec *pool, struct worker_slot *slot, int pool_idx,
 			  unsigned generation)
 {
-	pid_t pid = fork();
+	pid_t pid;
+
+	/* before the fork: a reused slot must not tell the new worker to stop */
+	slot->stop_asked = 0;
+	pid = fork();
 
 	if (pid < 0) {
 		log_error("fork: %s", strerror(errno));
@@ -362,7 +374,7 @@ int prefork_run_reloadable(struct pool_spec *pools, int npools, int64_t grace_ms
 					stop_deadline = mono_ms() + grace_ms;
 					for (i = 0; i < nslots; i++)
 						if (slots[i].pid > 0)
-							kill(slots[i].pid, SIGTERM);
+							ask_to_stop(&slots[i]);
 				}
 			} else if (si.ssi_signo == SIGHUP && !stopping &&
 				   reload_settings(pools, npools, &grace_ms, reload, ctx)) {
@@ -374,7 +386,7 @@ int prefork_run_reloadable(struct pool_spec *pools, int npools, int64_t grace_ms
 					if (slots[i].state == SLOT_RUNNING || slots[i].state == SLOT_WAITING) {
 						if (slots[i].pid > 0) {
 							slots[i].state = SLOT_RETIRING;
-							kill(slots[i].pid, SIGTERM);
+							ask_to_stop(&slots[i]);
 						} else {
 							slots[i].state = SLOT_FREE;
 						}

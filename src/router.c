@@ -57,43 +57,51 @@ static int parse_id(const char *s, size_t len, int64_t *out)
 	return 0;
 }
 
-/* 1 when path matches pattern; fills ids and rest. */
+/* Length of the segment at s: up to the next '/' or the end. */
+static size_t seg_len(const char *s)
+{
+	size_t n = 0;
+
+	while (s[n] && s[n] != '/')
+		n++;
+	return n;
+}
+
+/* 1 when path matches pattern; fills ids and rest. Walks both strings once,
+ * byte by byte: every request tries every route until one matches. */
 static int route_match(const char *pattern, const char *path, int64_t *ids, const char **rest)
 {
 	const char *p = pattern, *s = path;
 	size_t nid = 0;
 
 	while (*p && *s) {
-		const char *pe, *se;
 		size_t plen, slen;
 
 		if (*p != '/' || *s != '/')
 			return 0;
 		p++;
 		s++;
-		if (!strcmp(p, "{*}")) {
+		if (p[0] == '{' && p[1] == '*' && p[2] == '}' && !p[3]) {
 			if (!*s)
 				return 0;
 			*rest = s;
 			return 1;
 		}
-		pe = strchr(p, '/');
-		se = strchr(s, '/');
-		plen = pe ? (size_t)(pe - p) : strlen(p);
-		slen = se ? (size_t)(se - s) : strlen(s);
-		if (plen == 4 && !strncmp(p, "{id}", 4)) {
+		plen = seg_len(p);
+		slen = seg_len(s);
+		if (plen == 4 && !memcmp(p, "{id}", 4)) {
 			if (nid >= 4 || parse_id(s, slen, &ids[nid]) < 0)
 				return 0;
 			nid++;
-		} else if (plen == 5 && !strncmp(p, "{ref}", 5)) {
+		} else if (plen == 5 && !memcmp(p, "{ref}", 5)) {
 			if (nid >= 4)
 				return 0;
-			if (slen == 5 && !strncmp(s, "draft", 5))
+			if (slen == 5 && !memcmp(s, "draft", 5))
 				ids[nid] = 0;
 			else if (parse_id(s, slen, &ids[nid]) < 0)
 				return 0;
 			nid++;
-		} else if (plen != slen || strncmp(p, s, plen)) {
+		} else if (plen != slen || memcmp(p, s, plen)) {
 			return 0;
 		}
 		p += plen;

@@ -26,18 +26,27 @@
 #include "stream_server.h"
 #include "util.h"
 
-/* Request paths go to the log; keep control bytes out of it. */
+/* One line per request: method, path (control bytes kept out of the log),
+ * status, duration; the worker is the record's pid. Built without printf:
+ * every request writes one. */
 static void log_request(const struct http_request *req, int status)
 {
-	char path[256];
+	struct strbuf line = STRBUF_INIT;
 	const char *u = req->uri;
 	size_t i;
 
-	for (i = 0; i + 1 < sizeof(path) && u[i] && u[i] != '?'; i++)
-		path[i] = (u[i] < 0x20 || u[i] == 0x7f) ? '?' : u[i];
-	path[i] = '\0';
-	log_info("%s %s %d %lldms", req->method, path, status,
-		 (long long)(mono_ms() - req->started_ms));
+	strbuf_grow(&line, 320);
+	strbuf_addstr(&line, req->method);
+	strbuf_addch(&line, ' ');
+	for (i = 0; i < 255 && u[i] && u[i] != '?'; i++)
+		strbuf_addch(&line, (u[i] < 0x20 || u[i] == 0x7f) ? '?' : u[i]);
+	strbuf_addch(&line, ' ');
+	strbuf_add_int64(&line, status);
+	strbuf_addch(&line, ' ');
+	strbuf_add_int64(&line, (long long)(mono_ms() - req->started_ms));
+	strbuf_addstr(&line, "ms");
+	log_info_text(line.buf, line.len);
+	strbuf_release(&line);
 }
 
 static void handle_request(struct services *svc, FCGX_Request *fr)
@@ -60,6 +69,8 @@ static void handle_request(struct services *svc, FCGX_Request *fr)
 	http_response_release(&res);
 	http_request_release(&req);
 }
+
+#define STOP_CHECK_EVERY 32
 
 /* A SIGTERM or SIGINT waiting, blocked, to be taken. */
 static int stop_requested(void)
@@ -125,8 +136,11 @@ static void api_worker(void *arg, int listen_fd, struct worker_slot *slot)
 		served++;
 		/* Under load the next connection is always ready and the loop
 		 * never waits in ppoll(), where a blocked stop signal would be
-		 * taken: look for one here, between requests. */
-		if (stop_requested())
+		 * taken: look for one here, between requests. The master's own
+		 * stop request is a flag in the slot; a signal from anyone else
+		 * (the parent-death signal, kill by hand) is looked for every
+		 * STOP_CHECK_EVERY requests. */
+		if (slot->stop_asked || (served % STOP_CHECK_EVERY == 0 && stop_requested()))
 			break;
 	}
 	FCGX_Free(&fr, 0);

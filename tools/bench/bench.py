@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import random
+import resource
 import re
 import shlex
 import shutil
@@ -292,6 +293,46 @@ def wrk(url, token, conns, threads, secs):
     return parse_wrk(p.stdout)
 
 
+def _proc_ticks(pid, with_reaped):
+    """utime + stime of pid (all its threads), plus what its reaped children
+    used when with_reaped (a master whose workers are replaced)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    ticks = int(fields[11]) + int(fields[12])
+    if with_reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks
+
+
+def _children(pid):
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(x) for x in out]
+
+
+def cpu_ticks(masters):
+    """CPU ticks of each named process tree {name: master pid}: the master,
+    its live children, and the children it already reaped."""
+    return {name: _proc_ticks(pid, True) + sum(_proc_ticks(c, False) for c in _children(pid))
+            for name, pid in masters.items()}
+
+
+def wrk_accounted(url, token, conns, threads, secs, masters):
+    """wrk, plus the CPU each process tree (and wrk itself) spent per request
+    in microseconds."""
+    hz = os.sysconf("SC_CLK_TCK")
+    before, ru0 = cpu_ticks(masters), resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = wrk(url, token, conns, threads, secs)
+    after, ru1 = cpu_ticks(masters), resource.getrusage(resource.RUSAGE_CHILDREN)
+    n = max(r["requests"], 1)
+    r["cpu_us"] = {name: (after[name] - before[name]) / hz * 1e6 / n for name in masters}
+    # wrk is the one child that ran in between (pgrep's own share is noise)
+    r["cpu_us"]["wrk"] = ((ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)) * 1e6 / n
+    return r
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -418,12 +459,17 @@ def bench_api(stk):
     try:
         bare.start()
         bare_url = "http://127.0.0.1:%d%s" % (bare.port, path)
+        mariadb = int(open(os.path.join(stk.state, "run", "mariadb.pid")).read())
+        kiln_tree = {"nginx": int(open(os.path.join(stk.state, "run", "nginx.pid")).read()),
+                     "responder": stk.api_master(), "mariadbd": mariadb}
+        bare_tree = {"nginx": int(open(os.path.join(bare.dir, "nginx.pid")).read()),
+                     "responder": bare.fcgi.pid, "mariadbd": mariadb}
         log("api: wrk -c 32 against kiln")
         s0 = status(stk)
-        k32 = wrk(kiln_url, stk.token, 32, 2, 10)
+        k32 = wrk_accounted(kiln_url, stk.token, 32, 2, 10, kiln_tree)
         s1 = status(stk)
         log("api: wrk -c 32 against the bare responder")
-        b32 = wrk(bare_url, stk.token, 32, 2, 10)
+        b32 = wrk_accounted(bare_url, stk.token, 32, 2, 10, bare_tree)
         log("api: wrk -c 4 (one request per worker)")
         k4 = wrk(kiln_url, stk.token, 4, 2, 5)
         b4 = wrk(bare_url, stk.token, 4, 2, 5)
@@ -877,6 +923,29 @@ def _render_api(a, api):
         ": in the profile below mariadbd takes %.0f%% of all CPU samples, kiln-api %.0f%% and nginx %.0f%%"
         % (by_comm.get("mariadbd", 0), by_comm.get("kiln-api", 0), by_comm.get("nginx", 0)) if by_comm else ""))
     a("")
+    kc, bc = k.get("cpu_us"), b.get("cpu_us")
+    if kc and bc:
+        a("CPU per request during the -c 32 runs (utime + stime of each process tree, read")
+        a("from /proc before and after; both runs saturate the machine's cores):")
+        a("")
+        a("| microseconds per request | Kiln | bare |")
+        a("|---|---|---|")
+        total_k = total_b = 0
+        for name, label in (("nginx", "nginx"), ("responder", "kiln-api / bare-fcgi"),
+                            ("mariadbd", "mariadbd"), ("wrk", "wrk")):
+            total_k += kc[name]
+            total_b += bc[name]
+            a("| %s | %.0f | %.0f |" % (label, kc[name], bc[name]))
+        a("| all | %.0f | %.0f |" % (total_k, total_b))
+        a("")
+        ceiling = total_b / (total_b + kc["mariadbd"])
+        a("MariaDB alone costs %.0f us per request here, %.0f%% of all the CPU a Kiln request" % (
+            kc["mariadbd"], 100 * kc["mariadbd"] / total_k))
+        a("takes. A Kiln whose own process cost no more than the bare responder's (%.0f us) would" % bc["responder"])
+        a("still reach only %.2f of the bare responder's requests/s on this machine: that is the" % ceiling)
+        a("ceiling of any responder that reads one row per request; Kiln reaches %.2f of it." % (
+            k["rps"] / b["rps"] / ceiling))
+        a("")
     mean32 = 32 / k["rps"] * 1000
     a("With 32 connections and %d workers, 28 requests wait in nginx's queue at any time:" % api["workers"])
     a("by Little's law the mean latency is 32 / %.0f req/s = %.1f ms for Kiln (%.1f ms for" % (k["rps"], mean32, 32 / b["rps"] * 1000))
