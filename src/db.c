@@ -154,9 +154,13 @@ static int is_conn_lost(unsigned e)
 	       e == ER_SERVER_SHUTDOWN || e == CR_COMMANDS_OUT_OF_SYNC;
 }
 
-/* Within this long of a failed connect, requests answer at once instead of
- * each waiting out its own connect timeout against a host that is down. */
+/* A connect that failed slowly (a host that does not answer: the connect
+ * timeout ran out) is not tried again for this long: requests answer at
+ * once instead of each waiting out its own timeout. A quick refusal (the
+ * server is down, its socket gone) costs little and is tried every time,
+ * so service resumes the moment the server is back. */
 #define DB_RECONNECT_QUIET_MS 1000
+#define DB_SLOW_CONNECT_MS 500
 
 static int db_reconnect(struct db *db)
 {
@@ -169,7 +173,8 @@ static int db_reconnect(struct db *db)
 	if (db->connect_failed_ms && now - db->connect_failed_ms < DB_RECONNECT_QUIET_MS)
 		return -1; /* the error of that attempt stands */
 	if (db_open(db) < 0) {
-		db->connect_failed_ms = now;
+		if (mono_ms() - now >= DB_SLOW_CONNECT_MS)
+			db->connect_failed_ms = now;
 		return -1;
 	}
 	db->connect_failed_ms = 0;
