@@ -12,6 +12,7 @@
  *   db_exec          statement without rows; affected rows or -1
  *   db_query         statement with rows into a db_result
  *   db_query_ids     statement with an IN (...) list of ids
+ *   db_query_tuples  the same with a repeated piece of several ids each
  *   db_begin / db_commit / db_rollback
  *   db_result_*      reading a result
  *   db_is_*          classifying the last error
@@ -61,6 +62,11 @@ int db_query(struct db *db, struct db_result *res, const char *sql,
  * ids are bound to them. Only placeholders are ever put into the SQL. */
 int db_query_ids(struct db *db, struct db_result *res, const char *sql,
 		 const int64_t *ids, size_t n);
+/* sql contains one "%s" where piece (with arity '?' placeholders) goes n
+ * times, joined by sep, padded like db_query_ids; vals holds n * arity ids,
+ * tuple by tuple. Only the caller's constant text is put into the SQL. */
+int db_query_tuples(struct db *db, struct db_result *res, const char *sql, const char *piece,
+		    const char *sep, const int64_t *vals, size_t n, size_t arity);
 int db_begin(struct db *db);
 int db_commit(struct db *db);
 void db_rollback(struct db *db);

@@ -595,42 +595,41 @@ int db_query(struct db *db, struct db_result *res, const char *sql, const char *
 
 #define DB_MAX_IDS 256
 
-int db_query_ids(struct db *db, struct db_result *res, const char *sql,
-		 const int64_t *ids, size_t n)
+int db_query_tuples(struct db *db, struct db_result *res, const char *sql, const char *piece,
+		    const char *sep, const int64_t *vals, size_t n, size_t arity)
 {
-	struct strbuf marks = STRBUF_INIT, text = STRBUF_INIT;
+	struct strbuf text = STRBUF_INIT;
 	MYSQL_BIND *bind = NULL;
-	long long *vals = NULL;
+	long long *bound = NULL;
 	struct db_slot *sl;
-	size_t padded = 1, i;
+	const char *hole = strstr(sql, "%s");
+	size_t padded = 1, i, nvals;
 	int ret = -1, tries;
 
 	result_init(res);
-	if (n == 0 || n > DB_MAX_IDS) {
-		db_set_error(db, CR_UNKNOWN_ERROR, "bad id list length");
+	if (n == 0 || n > DB_MAX_IDS || arity == 0 || arity > 4 || !hole) {
+		db_set_error(db, CR_UNKNOWN_ERROR, "bad tuple list query");
 		return -1;
 	}
 	while (padded < n)
 		padded *= 2;
-	for (i = 0; i < padded; i++)
-		strbuf_addstr(&marks, i ? ",?" : "?");
-	{
-		const char *hole = strstr(sql, "%s");
-
-		if (!hole) {
-			db_set_error(db, CR_UNKNOWN_ERROR, "id list query without %s");
-			goto out;
-		}
-		strbuf_add(&text, sql, (size_t)(hole - sql));
-		strbuf_addstr(&text, marks.buf);
-		strbuf_addstr(&text, hole + 2);
-	}
-	bind = xcalloc(padded, sizeof(*bind));
-	vals = xcalloc(padded, sizeof(*vals));
+	strbuf_add(&text, sql, (size_t)(hole - sql));
 	for (i = 0; i < padded; i++) {
-		vals[i] = ids[i < n ? i : n - 1];
+		if (i)
+			strbuf_addstr(&text, sep);
+		strbuf_addstr(&text, piece);
+	}
+	strbuf_addstr(&text, hole + 2);
+	nvals = padded * arity;
+	bind = xcalloc(nvals, sizeof(*bind));
+	bound = xcalloc(nvals, sizeof(*bound));
+	for (i = 0; i < nvals; i++) {
+		/* padding repeats the last tuple: same rows, few statement shapes */
+		size_t t = i / arity < n ? i / arity : n - 1;
+
+		bound[i] = vals[t * arity + i % arity];
 		bind[i].buffer_type = MYSQL_TYPE_LONGLONG;
-		bind[i].buffer = &vals[i];
+		bind[i].buffer = &bound[i];
 	}
 	for (tries = 0; tries < 2; tries++) {
 		if (!db->conn && db_reconnect(db) < 0)
@@ -649,10 +648,15 @@ int db_query_ids(struct db *db, struct db_result *res, const char *sql,
 	}
 out:
 	free(bind);
-	free(vals);
-	strbuf_release(&marks);
+	free(bound);
 	strbuf_release(&text);
 	return ret;
+}
+
+int db_query_ids(struct db *db, struct db_result *res, const char *sql,
+		 const int64_t *ids, size_t n)
+{
+	return db_query_tuples(db, res, sql, "?", ",", ids, n, 1);
 }
 
 int db_begin(struct db *db)

@@ -141,44 +141,89 @@ static void channel_put(struct channel *ch)
 	free(ch);
 }
 
-/* Loads the events after ch->n of one run; called by the poller without
- * the hub lock (frames are appended under it). */
-static int channel_load(struct db *db, int64_t run_id, int64_t app_id, int64_t after,
-			struct frame **out, size_t *nout)
+static void channel_append(struct channel *ch, struct frame *f, size_t n);
+
+/* One watched run in the poller's snapshot of a tick. */
+struct watch {
+	struct channel *ch;
+	int64_t run_id, app_id, have;
+	int found;
+};
+
+/* Frames of rows [from, to) of r, one run's events in seq order (columns
+ * run_id, seq, type, payload, created_at), for a channel that has every
+ * event up to after. Stops at a gap: the rest comes next tick. */
+static void frames_of_rows(const struct db_result *r, size_t from, size_t to, int64_t run_id,
+			   int64_t app_id, int64_t after, struct frame **out, size_t *nout)
 {
 	struct strbuf env = STRBUF_INIT, fr = STRBUF_INIT;
-	struct db_result r;
 	size_t i;
 
-	*out = NULL;
+	*out = xcalloc(to > from ? to - from : 1, sizeof(**out));
 	*nout = 0;
-	if (db_query(db, &r, "SELECT seq, type, payload, created_at FROM agent_run_events "
-			     "WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT 500",
-		     "ii", run_id, after) < 0)
-		return -1;
-	*out = xcalloc(r.nrows ? r.nrows : 1, sizeof(**out));
-	for (i = 0; i < r.nrows; i++) {
-		int64_t seq = db_int(&r, i, 0);
+	for (i = from; i < to; i++) {
+		int64_t seq = db_int(r, i, 1);
+		struct frame *f = &(*out)[*nout];
 
-		if (seq != after + (int64_t)i + 1)
-			break; /* never a gap: stop at one, the rest comes next tick */
+		if (seq != after + (int64_t)*nout + 1)
+			break;
 		strbuf_reset(&env);
 		strbuf_reset(&fr);
-		event_envelope(&env, db_val(&r, i, 1), run_id, app_id, seq, db_val(&r, i, 3),
-			       db_val(&r, i, 2));
-		strbuf_addf(&fr, "id: %lld\nevent: %s\ndata: %s\n\n", (long long)seq,
-			    db_val(&r, i, 1), env.buf);
-		(*out)[i].seq = seq;
-		(*out)[i].len = fr.len;
-		(*out)[i].text = strbuf_detach(&fr, NULL);
-		if (event_is_terminal(db_val(&r, i, 1)))
-			(*out)[i].seq = -seq; /* marks the terminal frame */
+		event_envelope(&env, db_val(r, i, 2), run_id, app_id, seq, db_val(r, i, 4), db_val(r, i, 3));
+		strbuf_addf(&fr, "id: %lld\nevent: %s\ndata: %s\n\n", (long long)seq, db_val(r, i, 2),
+			    env.buf);
+		f->seq = event_is_terminal(db_val(r, i, 2)) ? -seq : seq; /* < 0 marks the terminal frame */
+		f->len = fr.len;
+		f->text = strbuf_detach(&fr, NULL);
 		(*nout)++;
 	}
-	db_result_free(&r);
 	strbuf_release(&env);
 	strbuf_release(&fr);
-	return 0;
+}
+
+/* The new events of every watched run that moved (moved[] indexes w), in
+ * one query, appended to their channels. The LIMIT caps one tick's load;
+ * a run cut off by it gets the rest next tick. */
+static void load_moved(struct db *db, struct watch *w, const size_t *moved, size_t nmoved)
+{
+	int64_t vals[2 * 256];
+	struct db_result r;
+	size_t i, from, m;
+
+	for (m = 0; m < nmoved; m++) {
+		vals[2 * m] = w[moved[m]].run_id;
+		vals[2 * m + 1] = w[moved[m]].have;
+	}
+	if (db_query_tuples(db, &r, "SELECT run_id, seq, type, payload, created_at FROM agent_run_events "
+				    "WHERE %s ORDER BY run_id, seq LIMIT 4096",
+			    "(run_id = ? AND seq > ?)", " OR ", vals, nmoved, 2) < 0) {
+		log_warn("stream event load failed: %s", db->errmsg);
+		return;
+	}
+	for (from = 0; from < r.nrows; from = i) {
+		int64_t run_id = db_int(&r, from, 0);
+
+		for (i = from; i < r.nrows && db_int(&r, i, 0) == run_id; i++)
+			;
+		/* a run may have several channels (streams that began at
+		 * different events): each takes the rows past its own end */
+		for (m = 0; m < nmoved; m++) {
+			struct watch *wk = &w[moved[m]];
+			struct frame *f;
+			size_t first = from, nf;
+
+			if (wk->run_id != run_id)
+				continue;
+			while (first < i && db_int(&r, first, 1) <= wk->have)
+				first++;
+			frames_of_rows(&r, first, i, run_id, wk->app_id, wk->have, &f, &nf);
+			pthread_mutex_lock(&hub.mu);
+			channel_append(wk->ch, f, nf);
+			pthread_cond_broadcast(&wk->ch->cond);
+			pthread_mutex_unlock(&hub.mu);
+		}
+	}
+	db_result_free(&r);
 }
 
 /* Caller holds hub.mu. Takes f and its texts. */
@@ -210,12 +255,6 @@ static void channel_append(struct channel *ch, struct frame *f, size_t n)
 	}
 	free(f);
 }
-
-struct watch {
-	struct channel *ch;
-	int64_t run_id, app_id, have;
-	int found;
-};
 
 static void *poller_main(void *arg)
 {
@@ -264,7 +303,7 @@ static void *poller_main(void *arg)
 		/* The one poll of this tick: which watched runs moved on, and
 		 * which are gone (no row: their streams could wait forever). */
 		for (i = 0; i < nw && connected; i += 256) {
-			size_t n = nw - i < 256 ? nw - i : 256;
+			size_t n = nw - i < 256 ? nw - i : 256, moved[256], nmoved = 0;
 
 			if (db_query_ids(&db, &r, "SELECT r.id, (SELECT COALESCE(MAX(e.seq), 0) FROM agent_run_events e "
 						 "WHERE e.run_id = r.id), r.status IN ('completed', 'failed', 'cancelled') "
@@ -279,9 +318,6 @@ static void *poller_main(void *arg)
 				int64_t id = db_int(&r, j, 0), last = db_int(&r, j, 1);
 
 				for (k = i; k < i + n; k++) {
-					struct frame *f;
-					size_t nf;
-
 					if (w[k].run_id != id)
 						continue;
 					w[k].found = 1;
@@ -298,15 +334,13 @@ static void *poller_main(void *arg)
 						}
 						continue;
 					}
-					if (channel_load(&db, id, w[k].app_id, w[k].have, &f, &nf) < 0)
-						continue;
-					pthread_mutex_lock(&hub.mu);
-					channel_append(w[k].ch, f, nf);
-					pthread_cond_broadcast(&w[k].ch->cond);
-					pthread_mutex_unlock(&hub.mu);
+					moved[nmoved++] = k;
 				}
 			}
 			db_result_free(&r);
+			/* and the events of all that moved, in one more query */
+			if (nmoved)
+				load_moved(&db, w, moved, nmoved);
 			pthread_mutex_lock(&hub.mu);
 			for (k = i; k < i + n; k++)
 				if (!w[k].found)
