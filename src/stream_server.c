@@ -181,22 +181,37 @@ static void frames_of_rows(const struct db_result *r, size_t from, size_t to, in
 	strbuf_release(&fr);
 }
 
-/* The new events of every watched run that moved (moved[] indexes w), in
- * one query, appended to their channels. The LIMIT caps one tick's load;
- * a run cut off by it gets the rest next tick. */
+/* A channel at most this many events behind its run is a live one: its
+ * events are loaded together with the other live ones, in one query that
+ * the LIMIT (256 channels of this many events each) never cuts. A channel
+ * further behind is catching up and loads at most CATCH_UP_LIMIT a tick
+ * in a query of its own, so that one long backlog never holds back the
+ * live streams of other runs. */
+#define LIVE_BEHIND 64
+#define LIVE_LIMIT "16384"    /* 256 * LIVE_BEHIND */
+#define CATCH_UP_LIMIT "500"
+
+/* The new events of watched runs that moved (moved[] indexes w), in one
+ * query, appended to their channels. A run cut off by the limit (only
+ * ever one catching up) gets the rest next tick. */
 static void load_moved(struct db *db, struct watch *w, const size_t *moved, size_t nmoved)
 {
 	int64_t vals[2 * 256];
 	struct db_result r;
 	size_t i, from, m;
+	int rc;
 
 	for (m = 0; m < nmoved; m++) {
 		vals[2 * m] = w[moved[m]].run_id;
 		vals[2 * m + 1] = w[moved[m]].have;
 	}
-	if (db_query_tuples(db, &r, "SELECT run_id, seq, type, payload, created_at FROM agent_run_events "
-				    "WHERE %s ORDER BY run_id, seq LIMIT 4096",
-			    "(run_id = ? AND seq > ?)", " OR ", vals, nmoved, 2) < 0) {
+#define EVENTS_OF "SELECT run_id, seq, type, payload, created_at FROM agent_run_events " \
+		  "WHERE %s ORDER BY run_id, seq LIMIT "
+	/* one run alone is the catch-up case (a lone live run fits in it too) */
+	rc = db_query_tuples(db, &r, nmoved == 1 ? EVENTS_OF CATCH_UP_LIMIT : EVENTS_OF LIVE_LIMIT,
+			     "(run_id = ? AND seq > ?)", " OR ", vals, nmoved, 2);
+#undef EVENTS_OF
+	if (rc < 0) {
 		log_warn("stream event load failed: %s", db->errmsg);
 		return;
 	}
@@ -334,11 +349,14 @@ static void *poller_main(void *arg)
 						}
 						continue;
 					}
-					moved[nmoved++] = k;
+					if (last - w[k].have <= LIVE_BEHIND)
+						moved[nmoved++] = k;
+					else
+						load_moved(&db, w, &k, 1);
 				}
 			}
 			db_result_free(&r);
-			/* and the events of all that moved, in one more query */
+			/* and the events of all the live ones, in one more query */
 			if (nmoved)
 				load_moved(&db, w, moved, nmoved);
 			pthread_mutex_lock(&hub.mu);
