@@ -181,36 +181,30 @@ static void frames_of_rows(const struct db_result *r, size_t from, size_t to, in
 	strbuf_release(&fr);
 }
 
-/* A channel at most this many events behind its run is a live one: its
- * events are loaded together with the other live ones, in one query that
- * the LIMIT (256 channels of this many events each) never cuts. A channel
- * further behind is catching up and loads at most CATCH_UP_LIMIT a tick
- * in a query of its own, so that one long backlog never holds back the
- * live streams of other runs. */
-#define LIVE_BEHIND 64
-#define LIVE_LIMIT "16384"    /* 256 * LIVE_BEHIND */
-#define CATCH_UP_LIMIT "500"
+/* Most events one channel takes in a tick, and most rows one tick's load
+ * reads: a channel catching up on a long backlog takes its share and the
+ * rest next tick, so it cannot hold back the live streams of other runs,
+ * and the poller never falls into a slower mode as it falls behind. */
+#define TICK_EVENTS_PER_CHANNEL 500
+#define TICK_EVENTS_LIMIT "16384"
 
-/* The new events of watched runs that moved (moved[] indexes w), in one
- * query, appended to their channels. A run cut off by the limit (only
- * ever one catching up) gets the rest next tick. */
+/* The new events of every watched run that moved (moved[] indexes w), in
+ * one query, appended to their channels. */
 static void load_moved(struct db *db, struct watch *w, const size_t *moved, size_t nmoved)
 {
-	int64_t vals[2 * 256];
+	int64_t vals[3 * 256];
 	struct db_result r;
 	size_t i, from, m;
 	int rc;
 
 	for (m = 0; m < nmoved; m++) {
-		vals[2 * m] = w[moved[m]].run_id;
-		vals[2 * m + 1] = w[moved[m]].have;
+		vals[3 * m] = w[moved[m]].run_id;
+		vals[3 * m + 1] = w[moved[m]].have;
+		vals[3 * m + 2] = w[moved[m]].have + TICK_EVENTS_PER_CHANNEL;
 	}
-#define EVENTS_OF "SELECT run_id, seq, type, payload, created_at FROM agent_run_events " \
-		  "WHERE %s ORDER BY run_id, seq LIMIT "
-	/* one run alone is the catch-up case (a lone live run fits in it too) */
-	rc = db_query_tuples(db, &r, nmoved == 1 ? EVENTS_OF CATCH_UP_LIMIT : EVENTS_OF LIVE_LIMIT,
-			     "(run_id = ? AND seq > ?)", " OR ", vals, nmoved, 2);
-#undef EVENTS_OF
+	rc = db_query_tuples(db, &r, "SELECT run_id, seq, type, payload, created_at FROM agent_run_events "
+				     "WHERE %s ORDER BY run_id, seq LIMIT " TICK_EVENTS_LIMIT,
+			     "(run_id = ? AND seq > ? AND seq <= ?)", " OR ", vals, nmoved, 3);
 	if (rc < 0) {
 		log_warn("stream event load failed: %s", db->errmsg);
 		return;
@@ -349,14 +343,11 @@ static void *poller_main(void *arg)
 						}
 						continue;
 					}
-					if (last - w[k].have <= LIVE_BEHIND)
-						moved[nmoved++] = k;
-					else
-						load_moved(&db, w, &k, 1);
+					moved[nmoved++] = k;
 				}
 			}
 			db_result_free(&r);
-			/* and the events of all the live ones, in one more query */
+			/* and the events of all that moved, in one more query */
 			if (nmoved)
 				load_moved(&db, w, moved, nmoved);
 			pthread_mutex_lock(&hub.mu);
