@@ -62,6 +62,8 @@ int db_query(struct db *db, struct db_result *res, const char *sql,
  * ids are bound to them. Only placeholders are ever put into the SQL. */
 int db_query_ids(struct db *db, struct db_result *res, const char *sql,
 		 const int64_t *ids, size_t n);
+/* Most ids (or tuples) one db_query_ids / db_query_tuples call takes. */
+#define DB_MAX_IDS 256
 /* sql contains one "%s" where piece (with arity '?' placeholders) goes n
  * times, joined by sep, padded like db_query_ids; vals holds n * arity ids,
  * tuple by tuple. Only the caller's constant text is put into the SQL. */

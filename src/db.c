@@ -593,8 +593,6 @@ int db_query(struct db *db, struct db_result *res, const char *sql, const char *
 	return rc;
 }
 
-#define DB_MAX_IDS 256
-
 int db_query_tuples(struct db *db, struct db_result *res, const char *sql, const char *piece,
 		    const char *sep, const int64_t *vals, size_t n, size_t arity)
 {

@@ -141,7 +141,35 @@ static void channel_put(struct channel *ch)
 	free(ch);
 }
 
-static void channel_append(struct channel *ch, struct frame *f, size_t n);
+/* Caller holds hub.mu. Takes f and its texts. */
+static void channel_append(struct channel *ch, struct frame *f, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		int terminal = f[i].seq < 0;
+		int64_t seq = terminal ? -f[i].seq : f[i].seq;
+
+		if (seq != ch->base + (int64_t)ch->n + 1 || ch->failed) {
+			free(f[i].text);
+			continue;
+		}
+		if (ch->n >= (size_t)hub.cfg->stream_channel_max_events) {
+			free(f[i].text);
+			channel_fail(ch, "its buffer is full");
+			continue;
+		}
+		if (ch->n == ch->alloc) {
+			ch->alloc = ch->alloc ? ch->alloc * 2 : 16;
+			ch->frames = xrealloc(ch->frames, ch->alloc, sizeof(*ch->frames));
+		}
+		f[i].seq = seq;
+		ch->frames[ch->n++] = f[i];
+		if (terminal)
+			ch->terminal_seq = seq;
+	}
+	free(f);
+}
 
 /* One watched run in the poller's snapshot of a tick. */
 struct watch {
@@ -192,20 +220,18 @@ static void frames_of_rows(const struct db_result *r, size_t from, size_t to, in
  * one query, appended to their channels. */
 static void load_moved(struct db *db, struct watch *w, const size_t *moved, size_t nmoved)
 {
-	int64_t vals[3 * 256];
+	int64_t vals[3 * DB_MAX_IDS];
 	struct db_result r;
 	size_t i, from, m;
-	int rc;
 
 	for (m = 0; m < nmoved; m++) {
 		vals[3 * m] = w[moved[m]].run_id;
 		vals[3 * m + 1] = w[moved[m]].have;
 		vals[3 * m + 2] = w[moved[m]].have + TICK_EVENTS_PER_CHANNEL;
 	}
-	rc = db_query_tuples(db, &r, "SELECT run_id, seq, type, payload, created_at FROM agent_run_events "
-				     "WHERE %s ORDER BY run_id, seq LIMIT " TICK_EVENTS_LIMIT,
-			     "(run_id = ? AND seq > ? AND seq <= ?)", " OR ", vals, nmoved, 3);
-	if (rc < 0) {
+	if (db_query_tuples(db, &r, "SELECT run_id, seq, type, payload, created_at FROM agent_run_events "
+				    "WHERE %s ORDER BY run_id, seq LIMIT " TICK_EVENTS_LIMIT,
+			    "(run_id = ? AND seq > ? AND seq <= ?)", " OR ", vals, nmoved, 3) < 0) {
 		log_warn("stream event load failed: %s", db->errmsg);
 		return;
 	}
@@ -233,36 +259,6 @@ static void load_moved(struct db *db, struct watch *w, const size_t *moved, size
 		}
 	}
 	db_result_free(&r);
-}
-
-/* Caller holds hub.mu. Takes f and its texts. */
-static void channel_append(struct channel *ch, struct frame *f, size_t n)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		int terminal = f[i].seq < 0;
-		int64_t seq = terminal ? -f[i].seq : f[i].seq;
-
-		if (seq != ch->base + (int64_t)ch->n + 1 || ch->failed) {
-			free(f[i].text);
-			continue;
-		}
-		if (ch->n >= (size_t)hub.cfg->stream_channel_max_events) {
-			free(f[i].text);
-			channel_fail(ch, "its buffer is full");
-			continue;
-		}
-		if (ch->n == ch->alloc) {
-			ch->alloc = ch->alloc ? ch->alloc * 2 : 16;
-			ch->frames = xrealloc(ch->frames, ch->alloc, sizeof(*ch->frames));
-		}
-		f[i].seq = seq;
-		ch->frames[ch->n++] = f[i];
-		if (terminal)
-			ch->terminal_seq = seq;
-	}
-	free(f);
 }
 
 static void *poller_main(void *arg)
@@ -311,8 +307,8 @@ static void *poller_main(void *arg)
 			connected = db_connect(&db, hub.cfg) == 0;
 		/* The one poll of this tick: which watched runs moved on, and
 		 * which are gone (no row: their streams could wait forever). */
-		for (i = 0; i < nw && connected; i += 256) {
-			size_t n = nw - i < 256 ? nw - i : 256, moved[256], nmoved = 0;
+		for (i = 0; i < nw && connected; i += DB_MAX_IDS) {
+			size_t n = nw - i < DB_MAX_IDS ? nw - i : DB_MAX_IDS, moved[DB_MAX_IDS], nmoved = 0;
 
 			if (db_query_ids(&db, &r, "SELECT r.id, (SELECT COALESCE(MAX(e.seq), 0) FROM agent_run_events e "
 						 "WHERE e.run_id = r.id), r.status IN ('completed', 'failed', 'cancelled') "
