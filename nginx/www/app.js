@@ -479,6 +479,26 @@ function refocus(el) {
   if (el && !el.disabled && focusLost()) el.focus();
 }
 
+/* Replaces the children of a list that refreshes on its own (a run's
+ * events, a tab opening): when the focus was on a control inside it, the
+ * redrawn twin of that control (same keyAttr on its item, same data-testid)
+ * gets the focus back. Without this a refresh that lands while a keyboard
+ * user is in the list drops them onto the page body. */
+function replaceKeepingFocus(list, keyAttr, ...children) {
+  const el = document.activeElement;
+  const inside = el && el !== list && list.contains(el);
+  const key = inside ? el.closest(`[${keyAttr}]`)?.getAttribute(keyAttr) : null;
+  const role = inside ? el.getAttribute('data-testid') : null;
+  list.replaceChildren(...children);
+  if (key === null || key === undefined || !role) return;
+  for (const twin of list.querySelectorAll(`[data-testid="${CSS.escape(role)}"]`)) {
+    if (twin.closest(`[${keyAttr}]`)?.getAttribute(keyAttr) === key) {
+      refocus(twin);
+      return;
+    }
+  }
+}
+
 const timeFmt = IN_BROWSER ? new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' }) : null;
 const relFmt = IN_BROWSER ? new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' }) : null;
 
@@ -1292,7 +1312,7 @@ class Workspace {
       }
       return h('ul', { class: depth === 0 ? 'tree' : 'tree-sub' }, items);
     };
-    tree.replaceChildren(renderNode(root, 0));
+    replaceKeepingFocus(tree, 'data-path', renderNode(root, 0));
   }
 
   showViewerMessage(path, message) {
@@ -1403,7 +1423,7 @@ class Workspace {
     if (this.checkpoints.length === 0) {
       list.replaceChildren(h('li', { class: 'muted empty' }, 'No checkpoints yet. The first run creates one.'));
     } else {
-      list.replaceChildren(...this.checkpoints.map((cp) => {
+      replaceKeepingFocus(list, 'data-checkpoint-id', ...this.checkpoints.map((cp) => {
         const isCurrent = cp.revision_id === current;
         return h('li', {
           class: 'cp', 'data-testid': 'checkpoint-item', 'data-checkpoint-id': cp.id, 'data-type': cp.type,
