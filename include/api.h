@@ -130,7 +130,8 @@ const struct api_route *api_route_find(const char *method, const char *path, int
 struct ckpt_row;
 struct app_row;
 void respond_file_from_checkpoint(struct rctx *c, const struct ckpt_row *ck, const char *path);
-/* Lock fd, or -1 after answering 409 (a run is active / another writer). */
+/* Lock fd, or -1 after answering 409 (a run is active / another writer)
+ * or 500 (what a crash left could not be recovered: app_workspace_recover). */
 int app_lock_for_write(struct rctx *c, const struct app_row *app);
 
 #endif

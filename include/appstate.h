@@ -11,7 +11,9 @@
  *   app_lock_wait              the same, waiting: cancellable and bounded
  *   app_workspace_open         the workspace with the configured limits
  *   app_ignored_dirs           the configured ignored_dirs names
- *   app_workspace_recover      kept folders a crashed restore held, put back
+ *   app_workspace_recover      what a crashed restore or upload left, made
+ *                              whole (call under the lock, before a change)
+ *   app_upload_staging         where uploads stage their files
  *   app_ckpt_store_open        the checkpoint store with limits that fit
  *                              every workspace the ws_* limits allow
  *   app_snapshot               workspace -> archive -> revision + checkpoint
@@ -54,10 +56,15 @@ void app_unlock(int fd);
 #define APP_MAX_IGNORED_DIRS 32
 /* The names of cfg->ignored_dirs, split in buf: names[0..n), NULL after. */
 size_t app_ignored_dirs(const struct config *cfg, struct strbuf *buf, const char **names, size_t max);
-/* Puts back the ignored folders an interrupted restore left in its holding
- * folder (call with the app lock held); 0, or -1 with err (logged only by
- * callers: the workspace itself is whole either way). */
+/* Call with the app lock held, before changing the workspace: puts back
+ * the ignored folders an interrupted restore left in its holding folder,
+ * and completes (or undoes) an upload a crash interrupted (ws_txn.h).
+ * 0, or -1 with err: what could not be recovered stays for the next try. */
 int app_workspace_recover(const struct config *cfg, int64_t app_id, struct strbuf *err);
+/* Uploads of app_id stage in folders named prefix + a random suffix in
+ * parent (<state>/workspaces); both are appended to. */
+void app_upload_staging(const struct config *cfg, int64_t app_id, struct strbuf *parent,
+			struct strbuf *prefix);
 int app_workspace_open(const struct config *cfg, int64_t app_id, struct workspace *ws,
 		       struct strbuf *err);
 void ws_limits_from_config(const struct config *cfg, struct ws_limits *lim);

@@ -14,11 +14,18 @@
  * ws_txn_undo() undoes a whole successful one (when what came after it,
  * such as recording a revision, failed).
  *
- * Limits: each rename is atomic, the set is not; a crash in the middle of
- * an apply (a few renames) leaves some files new and some old, the old ones
- * in the staging folder, which ws_txn_clear_stale() later removes. The
- * caller holds the app's lock and has checked the paths (ws_path_check,
- * not ignored, not a folder, a plain single-link file when it exists).
+ * A crash leaves the old set or the new one, never a mix: before the first
+ * rename, the plan (each change with the inode that moves) is written and
+ * fsynced as a journal in the staging folder, and an undo first marks the
+ * folder. ws_txn_recover(), called under the app's lock before the next
+ * change of the workspace, finds the staging folders a crash left: without
+ * a journal nothing had moved; otherwise it completes the change, or undoes
+ * it under the mark, each step skipped when the inode shows it done. So a
+ * crash after the renames but before the revision was recorded leaves the
+ * whole new set in the workspace, unrecorded, like any change made outside
+ * a run. The caller holds the app's lock and has checked the paths
+ * (ws_path_check, not ignored, not a folder, a plain single-link file when
+ * it exists).
  *
  * Errors are negative errno values (-ENOSPC for a full disk), with a
  * message in err naming the path.
@@ -26,7 +33,7 @@
  *   ws_txn_begin / ws_txn_end      create / remove the staging folder
  *   ws_txn_write / ws_txn_delete   stage a change
  *   ws_txn_apply / ws_txn_undo
- *   ws_txn_clear_stale             staging folders left by a crash
+ *   ws_txn_recover                 finish or undo what a crash interrupted
  */
 #ifndef KILN_WS_TXN_H
 #define KILN_WS_TXN_H
@@ -65,7 +72,11 @@ int ws_txn_apply(struct ws_txn *t, struct strbuf *err);
 int ws_txn_undo(struct ws_txn *t, struct strbuf *err);
 /* Removes the staging folder (and with it the old files) and frees t. */
 void ws_txn_end(struct ws_txn *t);
-/* Removes every folder in parent_dir whose name starts with prefix. */
-void ws_txn_clear_stale(const char *parent_dir, const char *prefix);
+/* Every folder in parent_dir whose name starts with prefix is a staging
+ * folder a crash left: its change is completed (or undone, when an undo had
+ * begun) in ws, and the folder removed. 0, or -1 with err when one could not
+ * be brought to either side (its folder stays, for the next try). */
+int ws_txn_recover(const struct workspace *ws, const char *parent_dir, const char *prefix,
+		   struct strbuf *err);
 
 #endif

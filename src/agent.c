@@ -1020,10 +1020,12 @@ static int lock_workspace(struct run_ctx *rc, struct strbuf *err)
 		errno = saved;
 		return -1;
 	}
-	/* a restore killed mid-swap may still hold ignored folders aside */
+	/* a restore killed mid-swap may still hold ignored folders aside, an
+	 * upload killed mid-rename a half-moved set: the run must not start
+	 * from a mix */
 	if (app_workspace_recover(rc->cfg, rc->app_id, err) < 0) {
-		log_warn("run %lld: %s", (long long)rc->run_id, err->buf);
-		strbuf_reset(err);
+		errno = EIO;
+		return -1;
 	}
 	if (app_workspace_open(rc->cfg, rc->app_id, &rc->ws, err) < 0) {
 		errno = EIO;
@@ -1188,7 +1190,8 @@ static int end_unlocked(struct run_ctx *rc, int lock_errno)
 	if (lock_errno == ETIMEDOUT)
 		strbuf_addf(&msg, "another writer held the app's workspace for over %d s", LOCK_WAIT_MS / 1000);
 	else
-		strbuf_addstr(&msg, "the app's workspace could not be opened on the runner");
+		strbuf_addstr(&msg, "the app's workspace could not be opened (or recovered after a crash) "
+			    "on the runner");
 	ret = finish_failed(rc, "failed", lock_errno == ETIMEDOUT ? "workspace_busy" : "setup_failed", msg.buf);
 	strbuf_release(&msg);
 	return ret;

@@ -325,12 +325,9 @@ void h_checkpoint_restore(struct rctx *c)
 	lock = lock_and_recheck(c, body, &app);
 	if (lock < 0)
 		goto out;
+	/* app_lock_for_write() has put back what an interrupted restore or
+	 * upload left, so the plan sees the workspace the restore starts from */
 	ckpt_crash_point("restore", 1);
-	/* kept folders an interrupted restore still holds go back first, so
-	 * the plan sees the workspace the restore will start from */
-	if (app_workspace_recover(c->svc->cfg, app.id, &err) < 0)
-		log_error("restore of app %lld: %s", (long long)app.id, err.buf);
-	strbuf_reset(&err);
 	if (load_manifest(c, &ck, &target, 1) < 0)
 		goto out;
 	plan = restore_plan(c, &app, &target);

@@ -152,6 +152,7 @@ void h_revision_file(struct rctx *c)
  * while another writer holds the app's workspace. */
 int app_lock_for_write(struct rctx *c, const struct app_row *app)
 {
+	struct strbuf err = STRBUF_INIT;
 	json_object *extra;
 	int fd;
 
@@ -163,8 +164,20 @@ int app_lock_for_write(struct rctx *c, const struct app_row *app)
 		return -1;
 	}
 	fd = app_lock(c->svc->cfg, app->id, 0);
-	if (fd < 0)
+	if (fd < 0) {
 		respond_error(c, 409, "conflict", "the app's files are being changed right now; try again");
+		return -1;
+	}
+	/* A crash may have cut the last change short: made whole first, so
+	 * that this one starts from the old files or the new, never a mix. */
+	if (app_workspace_recover(c->svc->cfg, app->id, &err) < 0) {
+		log_error("app %lld: workspace recovery: %s", (long long)app->id, err.buf);
+		respond_error(c, 500, "workspace_unavailable",
+			      "the app's files could not be recovered after a crash; see the server log");
+		app_unlock(fd);
+		fd = -1;
+	}
+	strbuf_release(&err);
 	return fd;
 }
 
@@ -318,10 +331,8 @@ static int stage_upload(struct rctx *c, int64_t app_id, const struct workspace *
 	int ret = -1, rc;
 
 	manifest_init(&cur);
-	/* The app lock is held: any staging folder of this app is a leftover. */
-	state_path(c->svc->cfg, &parent, "workspaces");
-	strbuf_addf(&prefix, ".upload-%lld-", (long long)app_id);
-	ws_txn_clear_stale(parent.buf, prefix.buf);
+	/* app_lock_for_write() has recovered what a crash left */
+	app_upload_staging(c->svc->cfg, app_id, &parent, &prefix);
 	if (random_bytes(rnd, sizeof(rnd)) < 0) {
 		respond_error(c, 500, "internal", "no randomness for a staging folder name");
 		goto out;

@@ -19,6 +19,7 @@
 #include "strbuf.h"
 #include "tool_error.h"
 #include "util.h"
+#include "ws_txn.h"
 
 /* How often a waiting app_lock_wait looks at the lock and the cancel flag. */
 #define LOCK_POLL_MS 50
@@ -149,14 +150,34 @@ size_t app_ignored_dirs(const struct config *cfg, struct strbuf *buf, const char
 	return n;
 }
 
+void app_upload_staging(const struct config *cfg, int64_t app_id, struct strbuf *parent,
+			struct strbuf *prefix)
+{
+	state_path(cfg, parent, "workspaces");
+	strbuf_addf(prefix, ".upload-%lld-", (long long)app_id);
+}
+
 int app_workspace_recover(const struct config *cfg, int64_t app_id, struct strbuf *err)
 {
-	struct strbuf wsdir = STRBUF_INIT;
+	struct strbuf wsdir = STRBUF_INIT, parent = STRBUF_INIT, prefix = STRBUF_INIT;
+	struct workspace ws;
 	int ret;
 
 	app_workspace_path(cfg, app_id, &wsdir);
 	ret = ckpt_swap_recover(wsdir.buf, err);
+	/* then an upload a crash cut short: completed, or undone */
+	if (app_workspace_open(cfg, app_id, &ws, err) < 0) {
+		ret = -1;
+		goto out;
+	}
+	app_upload_staging(cfg, app_id, &parent, &prefix);
+	if (ws_txn_recover(&ws, parent.buf, prefix.buf, err) < 0)
+		ret = -1;
+	workspace_close(&ws);
+out:
 	strbuf_release(&wsdir);
+	strbuf_release(&parent);
+	strbuf_release(&prefix);
 	return ret;
 }
 

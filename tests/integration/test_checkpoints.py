@@ -1219,6 +1219,47 @@ def test_kill_at_every_point_of_checkpoint_creation():
     assert rc == 0, out
 
 
+def _staged(aid):
+    return [n for n in os.listdir(os.path.join(ENV["KILN_STATE"], "workspaces")) if n.startswith(".upload-%d-" % aid)]
+
+
+def test_upload_cut_short_by_a_crash_is_completed_by_the_next_writer():
+    """A worker killed in the middle of an upload's renames leaves a mixed
+    workspace only until the next writer takes the app's lock: an upload or
+    a run first completes the interrupted one from its journal (ws_txn.h),
+    so it starts from the whole new set, never from a mix."""
+    tok = org()
+
+    def tree(k):
+        files = {"pages/p%02d.html" % i: "<p>%d version %d</p>\n" % (i, k) for i in range(30)}
+        files["v%d.txt" % k] = "only in version %d\n" % k
+        return files
+    aid = make_app(tok, tree(0))
+    for k, (point, next_writer) in enumerate([("ws_txn_apply:2", "upload"), ("ws_txn_apply:3", "upload"),
+                                              ("ws_txn_apply:3", "run")], start=1):
+        before = app_row(tok, aid)["draft_revision_id"]
+        old, new = workspace_files(aid), as_bytes(tree(k))
+        _crash_with_point(point, "POST", api(aid, "/revisions"), {"files": tree(k)}, tok)
+        where = "%s, then a %s" % (point, next_writer)
+        assert app_row(tok, aid)["draft_revision_id"] == before, where
+        assert len(_staged(aid)) == 1, (where, "the crash left its staging folder")
+        mixed = workspace_files(aid)
+        assert mixed != old and mixed != new, (where, "the crash point is in the middle of the renames")
+        if next_writer == "upload":
+            extra = upload(tok, aid, {"extra-%d.txt" % k: "added after the crash\n"}, replace=False)
+            new["extra-%d.txt" % k] = b"added after the crash\n"
+            assert revision_files(tok, aid, extra["id"]) == new, where
+        else:
+            run = start_run(tok, aid, "hello")
+            assert wait_run(tok, aid, run["id"])["status"] == "completed", where
+            # the completed upload was recorded before the run, as any
+            # change made outside a run is
+            assert draft_files(tok, aid) == new, where
+        assert workspace_files(aid) == new, where
+        assert _staged(aid) == [], where
+    _verify_app(aid)
+
+
 def _held(aid):
     return [n for n in os.listdir(os.path.join(ENV["KILN_STATE"], "workspaces")) if n.startswith(".kept-%d-" % aid)]
 

@@ -1,16 +1,21 @@
 /*
  * test_ws_txn - all-or-nothing workspace changes: a successful apply, its
  * undo, an apply that fails half-way (undone by itself), a full disk while
- * staging (on a small tmpfs; root only, skipped elsewhere), confinement.
+ * staging (on a small tmpfs; root only, skipped elsewhere), confinement,
+ * and a crash (SIGKILL at each crash point of apply and undo, in a child)
+ * recovered to the whole new or the whole old set.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "ckpt_crash.h"
 #include "fileutil.h"
 #include "harness.h"
 #include "strbuf.h"
@@ -98,6 +103,15 @@ static void check_untouched(void)
 	FILE_IS("new", "(missing)");
 }
 
+static void check_applied(void)
+{
+	FILE_IS("index.html", "new index");
+	FILE_IS("new/deep/c.txt", "new c");
+	FILE_IS("a/inside.txt", "a is a folder now");
+	FILE_IS("gone.txt", "(missing)");
+	FILE_IS("sub/b.txt", "old b");
+}
+
 /* Applied, then undone (the revision could not be recorded) or kept. */
 static void test_apply_then_undo_or_keep(void)
 {
@@ -112,11 +126,7 @@ static void test_apply_then_undo_or_keep(void)
 		stage_the_usual(&t, &ws, &err);
 		check_untouched(); /* staging alone changes nothing */
 		CHECK(ws_txn_apply(&t, &err) == 0);
-		FILE_IS("index.html", "new index");
-		FILE_IS("new/deep/c.txt", "new c");
-		FILE_IS("a/inside.txt", "a is a folder now");
-		FILE_IS("gone.txt", "(missing)");
-		FILE_IS("sub/b.txt", "old b");
+		check_applied();
 		if (!keep) {
 			CHECK(ws_txn_undo(&t, &err) == 0);
 			check_untouched();
@@ -219,6 +229,85 @@ static void test_full_disk_while_staging_changes_nothing(void)
 	strbuf_release(&mnt);
 }
 
+/*
+ * A child stages the usual change and applies it (then undoes it, for the
+ * undo points) with KILN_CRASH_POINT armed, and dies there by SIGKILL. The
+ * recovery then finds its staging folder. "stage" dies after staging only.
+ */
+static void crash_child_at(const char *point)
+{
+	struct strbuf err = STRBUF_INIT;
+	struct workspace ws;
+	struct ws_txn t;
+	int status = 0;
+	pid_t pid;
+
+	fresh_workspace(&ws);
+	workspace_close(&ws);
+	pid = fork();
+	if (pid == 0) {
+		if (workspace_open(&ws, wsdir, NULL, NULL, &err) < 0)
+			_exit(2);
+		stage_the_usual(&t, &ws, &err);
+		if (!strcmp(point, "stage"))
+			raise(SIGKILL);
+		setenv(CKPT_CRASH_ENV, point, 1);
+		if (ws_txn_apply(&t, &err) == 0)
+			ws_txn_undo(&t, &err);
+		_exit(3); /* the point was not reached */
+	}
+	CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL) {
+		fprintf(stderr, "crash point %s: the child was not killed there (status %d)\n", point, status);
+		harness_failed_checks++;
+	}
+	strbuf_release(&err);
+}
+
+static void test_crash_is_recovered_whole(void)
+{
+	static const struct {
+		const char *point;
+		int applied; /* what recovery must leave: the new set or the old */
+	} cases[] = {
+		{ "stage", 0 },          /* no journal yet: nothing had moved */
+		{ "ws_txn_apply:1", 1 }, /* journal down, no rename made */
+		{ "ws_txn_apply:2", 1 }, /* one change of five made */
+		{ "ws_txn_apply:3", 1 }, /* three of five */
+		{ "ws_txn_apply:4", 1 }, /* all made, the revision not recorded */
+		{ "ws_txn_undo:1", 0 },  /* undo marked, nothing undone yet */
+		{ "ws_txn_undo:2", 0 },  /* one step undone */
+	};
+	struct strbuf err = STRBUF_INIT;
+	struct workspace ws;
+	struct stat st;
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		crash_child_at(cases[i].point);
+		CHECK(stat(staging, &st) == 0); /* the crash left its folder */
+		CHECK(workspace_open(&ws, wsdir, NULL, NULL, &err) == 0);
+		strbuf_reset(&err);
+		if (ws_txn_recover(&ws, root, ".upload-1-", &err) != 0) {
+			fprintf(stderr, "crash point %s: recovery failed: %s\n", cases[i].point, err.buf);
+			harness_failed_checks++;
+		}
+		if (cases[i].applied)
+			check_applied();
+		else
+			check_untouched();
+		CHECK(stat(staging, &st) < 0 && errno == ENOENT);
+		/* nothing left to recover: a second pass changes nothing */
+		CHECK(ws_txn_recover(&ws, root, ".upload-1-", &err) == 0);
+		if (cases[i].applied)
+			check_applied();
+		else
+			check_untouched();
+		workspace_close(&ws);
+	}
+	strbuf_release(&err);
+}
+
 int main(void)
 {
 	if (harness_mkdtemp(root, sizeof(root), "kiln-wstxn") < 0)
@@ -229,6 +318,7 @@ int main(void)
 	RUN(test_failure_half_way_undoes_itself);
 	RUN(test_confined_to_the_workspace);
 	RUN(test_full_disk_while_staging_changes_nothing);
+	RUN(test_crash_is_recovered_whole);
 	rm_rf(root);
 	return harness_done("ws_txn");
 }
