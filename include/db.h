@@ -14,6 +14,7 @@
  *   db_query_ids     statement with an IN (...) list of ids
  *   db_query_tuples  the same with a repeated piece of several ids each
  *   db_begin / db_commit / db_rollback
+ *   db_arm_commit_fault  test-only: one COMMIT answered "connection lost"
  *   db_result_*      reading a result
  *   db_is_*          classifying the last error
  */
@@ -35,6 +36,9 @@ struct db {
 	uint64_t last_insert_id;
 	int in_txn;
 	int64_t connect_failed_ms; /* monotonic time of the last failed reconnect */
+	unsigned commits;          /* db_commit calls on this handle */
+	unsigned fault_commit;     /* db_arm_commit_fault: this one fails; 0 = none */
+	int fault_committed;       /* ... after the server committed it */
 };
 
 #include "strbuf.h"
@@ -72,6 +76,12 @@ int db_query_tuples(struct db *db, struct db_result *res, const char *sql, const
 int db_begin(struct db *db);
 int db_commit(struct db *db);
 void db_rollback(struct db *db);
+/* Tests only (docs/PROOF.md): when the environment variable env holds
+ * "<n>:before" or "<n>:after", the n-th db_commit() from now on this handle
+ * fails as a connection lost during COMMIT (CR_SERVER_LOST, the connection
+ * closed), the transaction rolled back by the server (before) or committed
+ * (after): the two outcomes a client cannot tell apart. Unset: nothing. */
+void db_arm_commit_fault(struct db *db, const char *env);
 
 const char *db_val(const struct db_result *r, size_t row, size_t col);
 unsigned long db_len(const struct db_result *r, size_t row, size_t col);

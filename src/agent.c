@@ -975,6 +975,10 @@ static int run_setup(struct run_ctx *rc, struct strbuf *err)
 	rc->base_revision_id = db_int(&r, 0, 3);
 	rc->base_checkpoint_id = db_int(&r, 0, 4);
 	db_result_free(&r);
+	/* a fault for the tests (docs/PROOF.md), in a run's first attempt only,
+	 * so that the attempt that resumes it goes through */
+	if (rc->attempt == 1)
+		db_arm_commit_fault(&rc->db, "KILN_FAULT_RUN_COMMIT");
 	if (app_ckpt_store_open(rc->cfg, &rc->ckpts, err) < 0 ||
 	    cmdpolicy_load(&rc->policy, rc->cfg->command_policy, err) < 0 ||
 	    agent_profile_load(rc->cfg, rc->app_id, &rc->profile, err) < 0)

@@ -665,10 +665,46 @@ int db_begin(struct db *db)
 	return 0;
 }
 
+void db_arm_commit_fault(struct db *db, const char *env)
+{
+	const char *spec = getenv(env), *colon = spec ? strchr(spec, ':') : NULL;
+	char num[8];
+	unsigned n;
+
+	if (!colon || (size_t)(colon - spec) >= sizeof(num))
+		return;
+	memcpy(num, spec, (size_t)(colon - spec));
+	num[colon - spec] = '\0';
+	if (parse_uint(num, 100000, &n) < 0 || n == 0 || (strcmp(colon + 1, "before") && strcmp(colon + 1, "after")))
+		return;
+	db->fault_commit = db->commits + n;
+	db->fault_committed = !strcmp(colon + 1, "after");
+}
+
+/* The armed fault: the connection goes away around the COMMIT. Closing it
+ * without one makes the server roll the transaction back. */
+static int commit_lost(struct db *db)
+{
+	if (db->fault_committed && db->conn)
+		mysql_query(db->conn, "COMMIT");
+	cache_clear(db);
+	if (db->conn)
+		mysql_close(db->conn);
+	db->conn = NULL;
+	db->in_txn = 0;
+	log_warn("injected fault: connection lost during COMMIT (%s)",
+		 db->fault_committed ? "committed" : "rolled back");
+	db_set_error(db, CR_SERVER_LOST, "Lost connection to server during query (injected fault)");
+	return -1;
+}
+
 int db_commit(struct db *db)
 {
-	int rc = db_exec(db, "COMMIT", "") < 0 ? -1 : 0;
+	int rc;
 
+	if (++db->commits == db->fault_commit)
+		return commit_lost(db);
+	rc = db_exec(db, "COMMIT", "") < 0 ? -1 : 0;
 	db->in_txn = 0;
 	return rc;
 }

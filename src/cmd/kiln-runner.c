@@ -45,6 +45,7 @@ struct runner {
 	char id[128];
 	struct child *kids;
 	int nkids, maxkids;
+	unsigned fork_faults; /* KILN_FAULT_FORK (tests): forks still to fail */
 };
 
 static volatile sig_atomic_t stopping;
@@ -141,6 +142,14 @@ static pid_t fork_child(struct runner *rn, int64_t run_id, int *go_fd)
 
 	if (pipe2(fds, O_CLOEXEC) < 0)
 		return -1;
+	if (rn->fork_faults) {
+		/* injected: as when the process table or memory is full */
+		rn->fork_faults--;
+		close(fds[0]);
+		close(fds[1]);
+		errno = EAGAIN;
+		return -1;
+	}
 	pid = fork();
 	if (pid == 0) {
 		close(fds[1]);
@@ -335,6 +344,10 @@ int main(int argc, char **argv)
 		db_close(&rn.db);
 		sleep_ms(1000);
 	}
+	/* faults for the tests (docs/PROOF.md); unset, nothing happens */
+	db_arm_commit_fault(&rn.db, "KILN_FAULT_RUNNER_COMMIT");
+	if (getenv("KILN_FAULT_FORK") && parse_uint(getenv("KILN_FAULT_FORK"), 1000, &rn.fork_faults) < 0)
+		rn.fork_faults = 0;
 	log_info("runner %s ready: up to %d concurrent runs, lease %llds", rn.id, rn.maxkids,
 		 (long long)rn.cfg.runner_lease_s);
 	while (!stopping) {

@@ -510,3 +510,109 @@ def test_rollback_after_the_run_revision_was_recorded_moves_the_draft_back():
     rev = request("GET", "/admin/apps/%d/revisions/%d" % (aid, draft), token=token).json()
     assert rev["origin"] == "restore", rev
     assert not workspace_problems(token, aid, [run_id])
+
+
+# ------------------------------------------- a COMMIT whose outcome is unknown
+
+def _runner_log_count(text):
+    with open(os.path.join(ENV["KILN_STATE"], "log", "kiln-runner.log"), errors="replace") as fh:
+        return sum(text in line for line in fh)
+
+
+def _runners_with(**env):
+    """Restarts the runners with env added (faults armed), or plain."""
+    stack("kill-runner")
+    e = {k: v for k, v in os.environ.items() if not k.startswith("KILN_FAULT_")}
+    e.update(env)
+    subprocess.run([os.path.join(ENV["ROOT"], "tools", "stack"), "start-runner", ENV["KILN_STATE"]],
+                   check=True, timeout=120, capture_output=True, env=e)
+
+
+def _run_is_whole(token, aid, run_id):
+    """Completed once, every event once, each tool call ended once, and
+    the workspace is the draft the run recorded."""
+    run = assert_run_log_sound(token, aid, run_id)
+    assert run["status"] == "completed", run
+    ends = {}
+    for e in events(token, aid, run_id):
+        if e["type"] in ("tool.completed", "tool.failed"):
+            ends[e["payload"]["call_id"]] = ends.get(e["payload"]["call_id"], 0) + 1
+    assert ends and set(ends.values()) == {1}, ("a tool call ended twice", ends)
+    assert not workspace_problems(token, aid, [run_id])
+    return run
+
+
+FAULT_FIRED = "injected fault: connection lost during COMMIT"
+
+
+def _run_with_commit_cut(token, aid, n, mode):
+    """A default run whose first attempt has its n-th COMMIT cut (mode
+    before: rolled back, after: committed): True when the run got that
+    far (the fault fired), and in any case the run is whole."""
+    seen = _runner_log_count(FAULT_FIRED)
+    _runners_with(KILN_FAULT_RUN_COMMIT="%d:%s" % (n, mode))
+    run_id = start_run(token, aid, "[script:default] build it")
+    wait_terminal(token, aid, run_id)
+    _run_is_whole(token, aid, run_id)
+    return _runner_log_count(FAULT_FIRED) > seen
+
+
+def sweep_commit_faults(every=False):
+    """Cuts COMMITs of a run's first attempt (the event appends, the
+    revision + checkpoint, the terminal event): every one of them in both
+    modes with every (tools/soak), else the first few, a few in the middle
+    and the last few (where the revision, checkpoint and terminal event
+    commit) in both modes. Returns how many cuts fired."""
+    _, token = new_org()
+    aid = new_app(token, {"index.html": "<h1>before</h1>"})["id"]
+    fired = 0
+    try:
+        _runners_with()
+        clean = start_run(token, aid, "[script:default] build it")
+        wait_terminal(token, aid, clean)
+        total = len(events(token, aid, clean))  # about one COMMIT per event
+        if every:
+            points = [(n, m) for n in range(1, total + 8) for m in ("before", "after")]
+        else:
+            points = ([(1, "before"), (2, "after"), (total // 2, "before")] +
+                      [(n, m) for n in range(total - 2, total + 8) for m in ("before", "after")])
+        misses = 0
+        for n, mode in points:
+            if _run_with_commit_cut(token, aid, n, mode):
+                fired += 1
+                misses = 0
+            else:
+                misses += 1  # the run made fewer than n COMMITs
+                if misses == 2:
+                    break
+        assert misses == 2, "the last COMMIT of a run was not reached: %d points" % len(points)
+    finally:
+        _runners_with()
+    return fired
+
+
+def test_connection_lost_during_commit_loses_and_doubles_nothing():
+    # The client cannot tell whether a COMMIT whose connection broke went
+    # through, so the attempt must stop without another write and the run
+    # resume from what the database holds: completed once, nothing lost,
+    # nothing twice.
+    assert sweep_commit_faults() >= 8
+
+
+def test_runner_claim_cut_short_or_fork_failure_still_runs_the_run():
+    # The runner's own claim COMMIT lost (rolled back: the run is still
+    # queued; committed: claimed with no child, so its lease lapses) and a
+    # fork that fails: the run still runs, once.
+    _, token = new_org()
+    aid = new_app(token, {"index.html": "<h1>before</h1>"})["id"]
+    try:
+        for env in ({"KILN_FAULT_RUNNER_COMMIT": "1:before"}, {"KILN_FAULT_RUNNER_COMMIT": "1:after"},
+                    {"KILN_FAULT_FORK": "2"}):
+            _runners_with(**env)
+            run_id = start_run(token, aid, "[script:default] build it")
+            wait_terminal(token, aid, run_id, timeout=60)
+            run = _run_is_whole(token, aid, run_id)
+            if "KILN_FAULT_FORK" in env:
+                assert _runner_log_count("cannot start a child") >= 2, "the forks did not fail"
+    finally:
+        _runners_with()
