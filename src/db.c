@@ -136,14 +136,20 @@ int db_connect(struct db *db, const struct config *cfg)
 	return -1;
 }
 
-void db_close(struct db *db)
+/* The connection and its prepared statements, gone (the cache stays). */
+static void conn_drop(struct db *db)
 {
 	cache_clear(db);
-	free(db->cache);
-	db->cache = NULL;
 	if (db->conn)
 		mysql_close(db->conn);
 	db->conn = NULL;
+}
+
+void db_close(struct db *db)
+{
+	conn_drop(db);
+	free(db->cache);
+	db->cache = NULL;
 }
 
 static int is_conn_lost(unsigned e)
@@ -166,10 +172,7 @@ static int db_reconnect(struct db *db)
 {
 	int64_t now = mono_ms();
 
-	cache_clear(db);
-	if (db->conn)
-		mysql_close(db->conn);
-	db->conn = NULL;
+	conn_drop(db);
 	if (db->connect_failed_ms && now - db->connect_failed_ms < DB_RECONNECT_QUIET_MS)
 		return -1; /* the error of that attempt stands */
 	if (db_open(db) < 0) {
@@ -559,10 +562,7 @@ static int run_stmt(struct db *db, struct db_result *res, int64_t *affected,
 			return -1;
 	}
 	if (is_conn_lost(db->errnum)) {
-		cache_clear(db);
-		if (db->conn)
-			mysql_close(db->conn);
-		db->conn = NULL;
+		conn_drop(db);
 		db->in_txn = 0;
 	}
 	return -1;
@@ -687,10 +687,7 @@ static int commit_lost(struct db *db)
 {
 	if (db->fault_committed && db->conn)
 		mysql_query(db->conn, "COMMIT");
-	cache_clear(db);
-	if (db->conn)
-		mysql_close(db->conn);
-	db->conn = NULL;
+	conn_drop(db);
 	db->in_txn = 0;
 	log_warn("injected fault: connection lost during COMMIT (%s)",
 		 db->fault_committed ? "committed" : "rolled back");

@@ -304,7 +304,7 @@ int main(int argc, char **argv)
 	struct strbuf err = STRBUF_INIT;
 	struct runner rn;
 	struct sigaction sa;
-	const char *cfgpath = NULL;
+	const char *cfgpath = NULL, *fork_faults;
 	unsigned char rnd[4];
 	char host[64], hex[9];
 	int64_t last_renew = 0, *back;
@@ -346,7 +346,8 @@ int main(int argc, char **argv)
 	}
 	/* faults for the tests (docs/PROOF.md); unset, nothing happens */
 	db_arm_commit_fault(&rn.db, "KILN_FAULT_RUNNER_COMMIT");
-	if (getenv("KILN_FAULT_FORK") && parse_uint(getenv("KILN_FAULT_FORK"), 1000, &rn.fork_faults) < 0)
+	fork_faults = getenv("KILN_FAULT_FORK");
+	if (fork_faults && parse_uint(fork_faults, 1000, &rn.fork_faults) < 0)
 		rn.fork_faults = 0;
 	log_info("runner %s ready: up to %d concurrent runs, lease %llds", rn.id, rn.maxkids,
 		 (long long)rn.cfg.runner_lease_s);
